@@ -1,0 +1,1 @@
+"""The ``edge-foct`` command line and the serving app (imports ``edge_foct.runtime``)."""

@@ -1,0 +1,42 @@
+"""Turn an Inspection into pictures: a 16-bit map PNG and a colour overlay.
+
+Fixed scale, no per-image or test-set normalisation: in the 16-bit map, 16384 is the threshold
+(value = score / threshold * 16384, clipped to 65535); in the overlay, the colour scale runs
+from 0 to 2 x threshold, so red means well above the threshold in every frame alike.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MAP_UNIT = 16384.0  # 16-bit map value at the threshold (4x headroom above it)
+
+
+def map_png16(amap: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) float32 -> (H, W) uint16."""
+    return np.clip(amap / max(threshold, 1e-12) * MAP_UNIT, 0, 65535).astype(np.uint16)
+
+
+def overlay_bgr(crop_rgb: np.ndarray, amap: np.ndarray, threshold: float, score: float,
+                defective: bool, warning: str | None = None) -> np.ndarray:
+    """crop (H, W, 3) RGB uint8 + map (H, W) -> (H, W, 3) BGR uint8 with the verdict written on it."""
+    level = np.clip(amap / max(2.0 * threshold, 1e-12) * 255.0, 0, 255).astype(np.uint8)
+    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
+    base = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR)
+    alpha = np.clip(amap / max(threshold, 1e-12), 0.0, 1.0)[:, :, None] * 0.6
+    out = (base * (1 - alpha) + heat * alpha).astype(np.uint8)
+    colour = (0, 0, 255) if defective else (0, 180, 0)
+    text = f"{'DEFECT' if defective else 'OK'} {score:.3g}/{threshold:.3g}"
+    cv2.putText(out, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    if warning:
+        cv2.putText(out, "untrained backbone", (4, out.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()

@@ -1,0 +1,50 @@
+"""Approximate greedy k-center coreset (PatchCore's sampler) after a fixed random projection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .knn import sq_norms
+
+
+def random_projection(dim_in: int, dim_out: int, seed: int = 0) -> np.ndarray:
+    """(dim_in, dim_out) Gaussian projection, scaled to keep squared norms on average."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((dim_in, dim_out)) / np.sqrt(dim_out)).astype(np.float32)
+
+
+def greedy_coreset(x: np.ndarray, n: int, proj_dim: int = 128, n_starts: int = 10,
+                   seed: int = 0) -> np.ndarray:
+    """Indices (n,) int64 of an approximate greedy k-center subset of x (N, D).
+
+    Projects to ``proj_dim`` dims (when D is larger), starts from the mean distance to
+    ``n_starts`` random points, then repeatedly takes the point farthest from the chosen set.
+    Deterministic for a given seed. n >= N returns every index.
+    """
+    num = x.shape[0]
+    if n >= num:
+        return np.arange(num, dtype=np.int64)
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    z = x.astype(np.float32)
+    if z.shape[1] > proj_dim:
+        z = z @ random_projection(z.shape[1], proj_dim, seed)
+    rng = np.random.default_rng(seed)
+    zn = sq_norms(z)
+    starts = rng.choice(num, size=min(n_starts, num), replace=False)
+    d = np.maximum(zn[:, None] + zn[starts][None, :] - 2.0 * z @ z[starts].T, 0.0)
+    min_d = np.sqrt(d).mean(axis=1)
+    chosen = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        i = int(np.argmax(min_d))
+        chosen[k] = i
+        di = np.sqrt(np.maximum(zn + zn[i] - 2.0 * z @ z[i], 0.0))
+        np.minimum(min_d, di, out=min_d)
+    return chosen
+
+
+def coreset_size(num: int, ratio: float, minimum: int = 1) -> int:
+    """Number of rows kept for a coreset ratio in (0, 1]; at least ``minimum`` when num > 0."""
+    if num == 0:
+        return 0
+    return min(num, max(minimum, int(round(num * ratio))))

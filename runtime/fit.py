@@ -1,0 +1,92 @@
+"""Fit: support images -> features (+ foreground masks) -> method memory + threshold -> Bank."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_foct import __version__
+
+from . import threshold as thresholds
+from .augment import jitter_views
+from .backbone import Backbone
+from .bank import Bank
+from .config import Config
+from .methods import SupportSet, make_params, method_class
+from .preprocess import Preprocessor
+
+#: crop (crop, crop, 3) uint8 -> (crop, crop) bool foreground mask, plus the rule that applied
+ForegroundFn = Callable[[np.ndarray], tuple[np.ndarray, str]]
+
+
+def embed(backbone: Backbone, pre: Preprocessor, images: Iterable[np.ndarray], batch: int = 4) -> np.ndarray:
+    """RGB images -> (N, Q, D) float32 patch features, in batches of ``batch``."""
+    out, buf = [], []
+    for img in images:
+        buf.append(pre.crop_rgb(img))
+        if len(buf) == batch:
+            out.append(backbone.features(pre.normalise(np.stack(buf))))
+            buf = []
+    if buf:
+        out.append(backbone.features(pre.normalise(np.stack(buf))))
+    f = np.concatenate(out)  # (N, h, w, D)
+    return f.reshape(f.shape[0], -1, f.shape[-1])
+
+
+def mask_to_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> (h*w,) bool, nearest neighbour (the authors' code does the same)."""
+    small = cv2.resize(mask.astype(np.uint8), (grid[1], grid[0]), interpolation=cv2.INTER_NEAREST)
+    return small.reshape(-1).astype(bool)
+
+
+def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
+             sources: Sequence[str] = (), foreground: ForegroundFn | None = None,
+             extra_manifest: dict[str, Any] | None = None) -> Bank:
+    """images: K RGB uint8 support images (any size) -> a Bank ready to save."""
+    pre = Preprocessor(config.input.resize, config.input.crop)
+    cls = method_class(config.method.name)
+    params = make_params(config.method.name, config.method.params, config.method.preset)
+    feats = embed(backbone, pre, images)  # (K, Q, D)
+    fg, fg_rules = None, []
+    if cls.uses_foreground and foreground is not None:
+        rows = []
+        for img in images:
+            mask, rule = foreground(pre.crop_rgb(img))
+            rows.append(mask_to_grid(mask, pre.grid))
+            fg_rules.append(rule)
+        fg = np.stack(rows)
+    support = SupportSet(feats, fg, pre.grid)
+    method = cls.fit(support, params)
+    if config.threshold.value is not None:
+        thr = thresholds.override(config.threshold.value)
+    else:
+        v = config.threshold.views
+        views = np.stack([embed(backbone, pre, jitter_views(img, v, seed=config.threshold.seed + i))
+                          for i, img in enumerate(images)])  # (K, V, Q, D)
+        thr = thresholds.calibrate(config.method.name, params, support, views)
+    manifest = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "edge_foct_version": __version__,
+        "backbone": backbone.info.to_json(),
+        "input": {"resize": pre.resize, "crop": pre.crop},
+        "grid": list(pre.grid),
+        "method": {"name": cls.name, "preset": config.method.preset, "params": _json_params(params)},
+        "threshold": thr.to_json(),
+        "support": [{"path": str(Path(s)), **({"foreground_rule": r} if r else {})}
+                    for s, r in zip(list(sources) or [f"image{i}" for i in range(len(images))],
+                                    fg_rules or [None] * len(images))],
+        "config": config.to_json(),
+        **(extra_manifest or {}),
+    }
+    return Bank(manifest, method.arrays())
+
+
+def _json_params(params: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()}

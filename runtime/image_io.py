@@ -1,0 +1,82 @@
+"""Image loading: any size, 8/16-bit, grey or colour (with or without alpha) -> RGB uint8."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def to_rgb8(img: np.ndarray, *, bgr: bool = True, source: str = "frame") -> np.ndarray:
+    """Convert a decoded image to RGB uint8.
+
+    img: (H, W) or (H, W, 1|3|4), uint8 / uint16 / float in [0, 1]. ``bgr`` says whether a
+    3/4-channel input is in OpenCV's BGR order. Returns (H, W, 3) uint8 RGB, C-contiguous.
+    """
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ImageError(f"{source}: unsupported image shape {img.shape}; expected grey, RGB or RGBA")
+    if img.shape[0] < 8 or img.shape[1] < 8:
+        raise ImageError(f"{source}: image is {img.shape[1]}x{img.shape[0]} pixels; need at least 8x8")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.uint32) * 255 + 32767) // 65535  # 16-bit -> 8-bit, rounded
+        img = img.astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(np.nan_to_num(img) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"{source}: unsupported pixel type {img.dtype}; expected 8- or 16-bit")
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    code = {(True, 3): cv2.COLOR_BGR2RGB, (True, 4): cv2.COLOR_BGRA2RGB,
+            (False, 3): None, (False, 4): cv2.COLOR_RGBA2RGB}[(bgr, img.shape[2])]
+    return np.ascontiguousarray(img if code is None else cv2.cvtColor(img, code))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file -> (H, W, 3) uint8 RGB. Raises ImageError with the path on failure."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: file is empty")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    return to_rgb8(img, bgr=True, source=str(path))
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a ground-truth or foreground mask -> (H, W) bool (pixel > 127 of the first channel)."""
+    path = Path(path)
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError(f"{path}: not a decodable mask image")
+    if img.ndim == 3:
+        img = img[:, :, 0]
+    if img.dtype == np.uint16:
+        return img > 32767
+    return img > 127
+
+
+def list_images(paths: list[str | os.PathLike] | str | os.PathLike) -> list[Path]:
+    """Expand files and folders (non-recursive, sorted) into a list of image paths."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ImageError(f"{p}: no such file or folder")
+    return out

@@ -1,0 +1,80 @@
+"""What every method implements. A method owns its memory arrays and, if online, its state.
+
+Shapes: K support images, Q patches per image (h*w), D feature dims.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SupportSet:
+    """features (K, Q, D) float32; foreground (K, Q) bool or None (no masks); grid (h, w), h*w == Q."""
+
+    features: np.ndarray
+    foreground: np.ndarray | None
+    grid: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        k, q, _ = self.features.shape
+        if q != self.grid[0] * self.grid[1]:
+            raise ValueError(f"support has {q} patches per image but grid {self.grid}")
+        if self.foreground is not None and self.foreground.shape != (k, q):
+            raise ValueError(f"foreground {self.foreground.shape} does not match features {(k, q)}")
+
+    def subset(self, keep: list[int]) -> "SupportSet":
+        fg = None if self.foreground is None else self.foreground[keep]
+        return SupportSet(self.features[keep], fg, self.grid)
+
+
+@dataclass
+class PatchScores:
+    """scores (Q,) float32 per patch; diagnostics: JSON-able numbers about this query."""
+
+    scores: np.ndarray
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """A scoring method. ``Params`` is its frozen dataclass of parameters (config.py reads it)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    #: True when ``score(update=True)`` changes the method's memory (the stream calibrates it)
+    online: ClassVar[bool] = False
+    #: True when ``fit`` uses the support set's foreground masks
+    uses_foreground: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def fit(cls, support: SupportSet, params: Any) -> "Method":
+        """Build the method's memory from the support set."""
+
+    @abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The memory, as named arrays for the bank file (no pickle)."""
+
+    @classmethod
+    @abstractmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: Any) -> "Method":
+        """Inverse of ``arrays``."""
+
+    @abstractmethod
+    def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
+        """features (Q, D) float32 -> PatchScores. Online methods learn from it when ``update``."""
+
+    # --- online state (no-ops for offline methods) ---------------------------------------------
+    def set_gate(self, threshold: float | None) -> None:
+        """Image-score threshold above which a query may not enter the episodic memory."""
+
+    def episodic_state(self) -> dict[str, np.ndarray]:
+        """The part of the memory learnt from the stream (saved and restored by the app)."""
+        return {}
+
+    def restore_episodic(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of ``episodic_state``."""

@@ -1,0 +1,44 @@
+"""PatchCore: score = squared distance of each query patch to its nearest memory patch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..coreset import coreset_size, greedy_coreset
+from ..knn import nearest_sq_dist
+from .base import Method, PatchScores, SupportSet
+
+
+@dataclass(frozen=True)
+class PatchCoreParams:
+    coreset_ratio: float = 0.10  # fraction of the K*Q support patches kept in memory
+    projection_dim: int = 128  # coreset distance computed after a random projection to this
+    seed: int = 0
+
+
+class PatchCore(Method):
+    name = "patchcore"
+    Params = PatchCoreParams
+
+    def __init__(self, memory: np.ndarray, params: PatchCoreParams) -> None:
+        self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (M, D)
+        self.params = params
+
+    @classmethod
+    def fit(cls, support: SupportSet, params: PatchCoreParams) -> "PatchCore":
+        x = support.features.reshape(-1, support.features.shape[-1])  # (K*Q, D)
+        n = coreset_size(x.shape[0], params.coreset_ratio)
+        return cls(x[greedy_coreset(x, n, params.projection_dim, seed=params.seed)], params)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"memory": self.memory}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: PatchCoreParams) -> "PatchCore":
+        return cls(arrays["memory"], params)
+
+    def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
+        dist, _ = nearest_sq_dist(features, self.memory)  # (Q,)
+        return PatchScores(dist, {"memory_size": int(self.memory.shape[0])})
