@@ -1,0 +1,145 @@
+"""The few-shot protocol, shared by `edge-foct eval` and the accuracy benchmarks.
+
+Per category and split: draw k support images from train/good (seeded), fit each method on the
+same support features, learn its threshold from normal images only, then stream the test images
+through it in one fixed shuffled order (online methods see each image once, in order, and learn
+from it). Raw scores only: nothing is normalised over the test set.
+
+Features are computed once per image per run (``FeatureStore``) and shared by every method, so
+methods differ only in what they do with the same patch features.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_foct.runtime import threshold as thresholds
+from edge_foct.runtime.anomaly_map import anomaly_map
+from edge_foct.runtime.augment import jitter_views
+from edge_foct.runtime.backbone import Backbone
+from edge_foct.runtime.fit import ForegroundFn, mask_to_grid
+from edge_foct.runtime.image_io import read_image, read_mask
+from edge_foct.runtime.methods import SupportSet, make_params, method_class
+from edge_foct.runtime.preprocess import Preprocessor
+
+from .datasets import Category
+
+
+class FeatureStore:
+    """Patch features (Q, D) float32 per image path (and per jittered view), computed once."""
+
+    def __init__(self, backbone: Backbone, pre: Preprocessor, batch: int = 8,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.backbone, self.pre, self.batch = backbone, pre, batch
+        self._feats: dict[Any, np.ndarray] = {}
+        self._progress = progress
+
+    def _embed(self, keys: list[Any], load: Callable[[Any], np.ndarray]) -> None:
+        todo = [k for k in keys if k not in self._feats]
+        for s in range(0, len(todo), self.batch):
+            chunk = todo[s:s + self.batch]
+            x = self.pre.normalise(np.stack([self.pre.crop_rgb(load(k)) for k in chunk]))
+            f = self.backbone.features(x)  # (B, h, w, D)
+            for k, fk in zip(chunk, f.reshape(f.shape[0], -1, f.shape[-1])):
+                self._feats[k] = fk
+            if self._progress:
+                self._progress(len(chunk))
+
+    def features(self, paths: list) -> np.ndarray:
+        """-> (N, Q, D)."""
+        self._embed(list(paths), read_image)
+        return np.stack([self._feats[p] for p in paths])
+
+    def views(self, path, n: int, seed: int) -> np.ndarray:
+        """Features of n jittered views of one image -> (n, Q, D)."""
+        keys = [("view", path, seed, i) for i in range(n)]
+        if any(k not in self._feats for k in keys):
+            imgs = jitter_views(read_image(path), n, seed=seed)
+            self._embed(keys, lambda k: imgs[k[3]])
+        return np.stack([self._feats[k] for k in keys])
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method to evaluate: name, preset, parameter overrides; ``label`` names it in tables."""
+
+    name: str
+    preset: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name + (f"/{self.preset}" if self.preset else "")
+
+
+@dataclass
+class SplitResult:
+    """One method on one split. Arrays follow the test set's own order (not the stream order)."""
+
+    method: str
+    split: int
+    image_scores: np.ndarray  # (N,)
+    patch_scores: np.ndarray  # (N, h, w)
+    threshold: float
+    diagnostics: list[dict]  # per test image, in test-set order
+    seconds_per_image: float
+
+
+def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[list, np.ndarray]:
+    """Support paths and the stream order of test indices for one split (shared by every method)."""
+    rng = np.random.default_rng([seed, split, shots])
+    support = [category.train[i] for i in sorted(rng.choice(len(category.train), shots, replace=False))]
+    return support, rng.permutation(len(category.test))
+
+
+def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,
+              foreground: ForegroundFn | None = None, views: int = 8) -> SplitResult:
+    support_paths, order = draw_split(category, shots, split, seed)
+    cls = method_class(spec.name)
+    params = make_params(spec.name, spec.params, spec.preset)
+    feats = store.features(support_paths)  # (K, Q, D)
+    fg = None
+    if cls.uses_foreground and foreground is not None:
+        fg = np.stack([mask_to_grid(foreground(store.pre.crop_rgb(read_image(p)))[0], store.pre.grid)
+                       for p in support_paths])
+    support = SupportSet(feats, fg, store.pre.grid)
+    view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)])
+    thr = thresholds.calibrate(spec.name, params, support, view_feats).value
+    method = cls.fit(support, params)
+    method.set_gate(thr)
+    test_feats = store.features([t.path for t in category.test])  # (N, Q, D)
+    n = len(category.test)
+    scores, patches, diags = np.zeros(n), np.zeros((n, *store.pre.grid), np.float32), [{}] * n
+    t0 = time.perf_counter()
+    for i in order:  # the stream
+        r = method.score(test_feats[i], update=True)
+        patches[i] = r.scores.reshape(store.pre.grid)
+        scores[i] = float(r.scores.max())
+        diags[i] = r.diagnostics
+    dt = (time.perf_counter() - t0) / n
+    return SplitResult(spec.label, split, scores, patches, thr, diags, dt)
+
+
+def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | None]:
+    """Per test image: (crop, crop) bool mask aligned with the maps; zeros for good images;
+    None for a defective image without a usable mask (missing, or all zero)."""
+    out = []
+    for t in category.test:
+        if not t.defective:
+            out.append(np.zeros((pre.crop, pre.crop), bool))
+        elif t.mask is None:
+            out.append(None)
+        else:
+            m = pre.crop_mask(read_mask(t.mask))
+            out.append(m if m.any() else None)
+    return out
+
+
+def pixel_maps(patch_scores: np.ndarray, crop: int) -> np.ndarray:
+    """(N, h, w) -> (N, crop, crop) float32 anomaly maps (upsample + blur, as served)."""
+    return np.stack([anomaly_map(p, (crop, crop)) for p in patch_scores])
