@@ -22,7 +22,7 @@ import onnx
 
 from edge_foct.runtime import names
 from edge_foct.runtime.backbone import file_sha256
-from edge_foct.runtime.errors import BackboneError
+from edge_foct.runtime.errors import BackboneError, EdgeFoctError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _torchvision_backbone(dst: Path) -> Path | None:
         return None
     try:
         return export_wide_resnet50(dst, weights="imagenet")
-    except Exception as e:  # offline, no torchvision, ...: any failure means "not available"
+    except (EdgeFoctError, OSError) as e:  # offline or no torchvision: the weights are not available
         log.info("torchvision ImageNet weights not available (%s)", str(e).splitlines()[0][:120])
         return None
 

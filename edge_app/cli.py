@@ -26,9 +26,11 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo_cmd, fit_cmd, predict_cmd, prepare_cmd
+    from . import bench_cmd, build_engines_cmd, demo_cmd, eval_cmd, export_cmd, fit_cmd, predict_cmd, prepare_cmd
+    from . import doctor_cmd, serve_cmd
 
-    for module in (fit_cmd, predict_cmd, demo_cmd, prepare_cmd):
+    for module in (fit_cmd, predict_cmd, demo_cmd, prepare_cmd, eval_cmd, bench_cmd, export_cmd,
+                   build_engines_cmd, serve_cmd, doctor_cmd):
         cli.add_command(module.command)
 
 

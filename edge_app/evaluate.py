@@ -28,6 +28,7 @@ from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
 
 from .datasets import Category
+from .metrics import auroc, f1_max, pixel_metrics, region_weights
 
 
 class FeatureStore:
@@ -54,6 +55,16 @@ class FeatureStore:
         """-> (N, Q, D)."""
         self._embed(list(paths), read_image)
         return np.stack([self._feats[p] for p in paths])
+
+    def ensure(self, paths: list) -> None:
+        """Compute the features of ``paths`` now (so a progress bar covers them)."""
+        self._embed(list(paths), read_image)
+
+    def __getitem__(self, path) -> np.ndarray:
+        """(Q, D) features of one image path, without stacking copies of a whole test set."""
+        if path not in self._feats:
+            self._embed([path], read_image)
+        return self._feats[path]
 
     def views(self, path, n: int, seed: int) -> np.ndarray:
         """Features of n jittered views of one image -> (n, Q, D)."""
@@ -112,12 +123,12 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     thr = thresholds.calibrate(spec.name, params, support, view_feats).value
     method = cls.fit(support, params)
     method.set_gate(thr)
-    test_feats = store.features([t.path for t in category.test])  # (N, Q, D)
+    store.ensure([t.path for t in category.test])
     n = len(category.test)
     scores, patches, diags = np.zeros(n), np.zeros((n, *store.pre.grid), np.float32), [{}] * n
     t0 = time.perf_counter()
     for i in order:  # the stream
-        r = method.score(test_feats[i], update=True)
+        r = method.score(store[category.test[i].path], update=True)  # (Q, D) -> scores (Q,)
         patches[i] = r.scores.reshape(store.pre.grid)
         scores[i] = float(r.scores.max())
         diags[i] = r.diagnostics
@@ -143,3 +154,54 @@ def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | Non
 def pixel_maps(patch_scores: np.ndarray, crop: int) -> np.ndarray:
     """(N, h, w) -> (N, crop, crop) float32 anomaly maps (upsample + blur, as served)."""
     return np.stack([anomaly_map(p, (crop, crop)) for p in patch_scores])
+
+
+@dataclass(frozen=True)
+class PixelTruth:
+    """Ground truth for the pixel metrics of one category, built once and shared by every run."""
+
+    keep: np.ndarray  # (N,) bool: test images scored at pixel level (good ones, and defects with a mask)
+    masks: np.ndarray  # (keep.sum(), crop, crop) bool
+    regions: tuple[np.ndarray, int]  # metrics.region_weights(masks)
+    skipped: int  # defective images without a usable mask (left out of the pixel metrics only)
+
+
+def pixel_truth(category: Category, pre: Preprocessor) -> PixelTruth | None:
+    """None when the category has no masks at all (pixel metrics are then skipped)."""
+    if not category.has_masks:
+        return None
+    gt = ground_truth(category, pre)
+    keep = np.array([g is not None for g in gt])
+    masks = np.stack([g for g in gt if g is not None])
+    return PixelTruth(keep, masks, region_weights(masks), int((~keep).sum()))
+
+
+def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | None, crop: int,
+                  pro_limit: float = 0.3) -> dict[str, Any]:
+    """Every metric of one split. labels (N,) bool, test-set order (as ``result``'s arrays).
+
+    Besides the detection metrics: false alarms and misses at the threshold learnt from normal
+    images, the method's seconds per image, the mean transport concentration when the method
+    reports ``concentration``, and how many test images it admitted into its online memory
+    when it reports ``admitted`` (an image counts when ``admitted > 0``).
+    """
+    s = result.image_scores
+    flagged = s > result.threshold
+    out: dict[str, Any] = {
+        "image_auroc": auroc(labels, s), "image_f1_max": f1_max(labels, s),
+        "threshold": result.threshold,
+        "false_alarm_rate": float(flagged[~labels].mean()) if (~labels).any() else float("nan"),
+        "miss_rate": float((~flagged[labels]).mean()) if labels.any() else float("nan"),
+        "seconds_per_image": result.seconds_per_image,
+    }
+    if truth is not None:
+        maps = pixel_maps(result.patch_scores[truth.keep], crop)  # (n, crop, crop)
+        out.update(pixel_metrics(truth.masks, maps, pro_limit, truth.regions))
+    diags = result.diagnostics
+    conc = [float(d["concentration"]) for d in diags if "concentration" in d]
+    if conc:
+        out["concentration"] = float(np.mean(conc))
+    if any("admitted" in d for d in diags):
+        adm = np.array([float(d.get("admitted", 0)) > 0 for d in diags])
+        out.update(admitted_defective=int(adm[labels].sum()), admitted_good=int(adm[~labels].sum()))
+    return out

@@ -69,12 +69,16 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
 @click.option("--threshold", type=float, default=None, help="Override the bank's threshold.")
 @click.option("--offline/--online", "offline", default=False,
               help="Online methods: do not learn from these images (default: learn, in order).")
-def command(bank_dir, images, out, backbone, threshold, offline) -> None:
+@click.option("--engines", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="TensorRT engines from `edge-foct build-engines`: used when built here from this backbone.")
+@click.option("--compute", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
+              help="Transport maths: CUDA kernels (auto: when a GPU is usable) or the NumPy reference.")
+def command(bank_dir, images, out, backbone, threshold, offline, engines, compute) -> None:
     """Score IMAGES (files or folders) with a fitted bank."""
     paths = list_images(list(images))
     if not paths:
         raise EdgeFoctError(f"no images found in {', '.join(images)}")
-    session = open_session(bank_dir, backbone, threshold, online=not offline)
+    session = open_session(bank_dir, backbone, threshold, online=not offline, engine_dir=engines, compute=compute)
     records = predict_images(session, paths, out)
     bad = sum("error" in r for r in records)
     flagged = sum(bool(r.get("defective")) for r in records)

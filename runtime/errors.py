@@ -15,3 +15,7 @@ class BankError(EdgeFoctError):
 
 class BackboneError(EdgeFoctError):
     """A backbone file that is missing or does not follow the feature contract."""
+
+
+class GpuError(EdgeFoctError):
+    """A GPU path (TensorRT, CUDA kernels) asked for on a machine that lacks it, or that failed."""

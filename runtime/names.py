@@ -23,6 +23,7 @@ NAVIGATOR_OUTPUT = "distance"  # float32 (P, 1)
 # --- segmenter graph (export/segmenter.py) ----------------------------------------------------
 SEGMENTER_INPUT = "image"  # float32 (1, 3, 1024, 1024), SAM-normalised RGB
 SEGMENTER_OUTPUT = "mask"  # float32 (1, 1, 1024, 1024) foreground probability
+SEGMENTER_EMBEDDINGS = "image_embeddings"  # float32 (1, 256, 64, 64): encoder graph -> decoder graph
 
 # --- memory bank on disk (runtime/bank.py) ----------------------------------------------------
 BANK_FORMAT_VERSION = 1

@@ -1,4 +1,8 @@
-"""ONNX Runtime engine. Buffers: ORT allocates each output per call; the caller owns it."""
+"""ONNX Runtime engine. Buffers: ORT allocates each output per call; the caller owns it.
+
+GPU execution providers: ``gpu_providers("cuda" | "tensorrt")`` gives the provider list and
+options for OrtEngine (an onnxruntime-gpu build on the target; the CPU wheel has neither).
+"""
 
 from __future__ import annotations
 
@@ -23,16 +27,38 @@ def _spec(arg) -> TensorSpec:
     return TensorSpec(arg.name, _DTYPES.get(arg.type, arg.type), shape)
 
 
+def gpu_providers(kind: str, cache_dir: str | os.PathLike | None = None, fp16: bool = False,
+                  device_id: int = 0) -> tuple[list[str], list[dict[str, str]]]:
+    """(providers, provider_options) for OrtEngine: "cuda" = CUDA EP then CPU; "tensorrt" = TensorRT
+    EP (engines cached in ``cache_dir``: the first run builds them, minutes on a Jetson), CUDA for the
+    nodes TensorRT does not take, then CPU."""
+    cuda = ("CUDAExecutionProvider", {"device_id": str(device_id)})
+    cpu = ("CPUExecutionProvider", {})
+    if kind == "cuda":
+        chosen = [cuda, cpu]
+    elif kind == "tensorrt":
+        trt = {"device_id": str(device_id), "trt_fp16_enable": str(fp16)}
+        if cache_dir is not None:
+            trt.update(trt_engine_cache_enable="True", trt_engine_cache_path=str(cache_dir),
+                       trt_timing_cache_enable="True", trt_timing_cache_path=str(cache_dir))
+        chosen = [("TensorrtExecutionProvider", trt), cuda, cpu]
+    else:
+        raise BackboneError(f"GPU execution provider kind {kind!r}: choose 'cuda' or 'tensorrt'")
+    return [p for p, _ in chosen], [o for _, o in chosen]
+
+
 class OrtEngine:
     """One ONNX graph in an ``onnxruntime.InferenceSession``.
 
     providers: ordered ONNX Runtime execution providers; default ``["CPUExecutionProvider"]``.
-    Providers that this onnxruntime build lacks are refused here, once, not silently dropped.
+    provider_options: one dict per provider (same order), e.g. from ``gpu_providers``.
+    Providers that this onnxruntime build lacks, or that fail to start (ORT would silently run on
+    the CPU instead), are refused here, once, not silently dropped.
     threads: intra-op threads (default: ORT's choice, all physical cores).
     """
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, provider_options: list[dict[str, str]] | None = None) -> None:
         path = Path(path)
         if not path.is_file():
             raise BackboneError(f"{path}: ONNX file not found")
@@ -46,9 +72,14 @@ class OrtEngine:
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort.InferenceSession(str(path), opts, providers=providers,
+                                                provider_options=provider_options)
         except Exception as e:  # onnxruntime raises several unrelated types for a bad file
             raise BackboneError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        dropped = [p for p in providers if p not in self.session.get_providers()]
+        if dropped:
+            raise BackboneError(f"{path}: ONNX Runtime could not start {dropped} (missing CUDA/cuDNN/TensorRT "
+                                f"libraries?); run with the CPU provider or fix the GPU install")
         self.path = path
         self.inputs = tuple(_spec(a) for a in self.session.get_inputs())
         self.outputs = tuple(_spec(a) for a in self.session.get_outputs())

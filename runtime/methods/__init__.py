@@ -10,10 +10,18 @@ from typing import Any
 
 from ..errors import EdgeFoctError
 from .base import Method, PatchScores, SupportSet
+from .foct import CT, FOCT, OCT
 from .patchcore import PatchCore
+from .patchcore_plus import PatchCorePlus
+from .vanilla import Vanilla
 
 METHODS: dict[str, type[Method]] = {
     PatchCore.name: PatchCore,
+    PatchCorePlus.name: PatchCorePlus,
+    Vanilla.name: Vanilla,
+    CT.name: CT,
+    OCT.name: OCT,
+    FOCT.name: FOCT,
 }
 
 

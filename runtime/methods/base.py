@@ -68,6 +68,18 @@ class Method(ABC):
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
         """features (Q, D) float32 -> PatchScores. Online methods learn from it when ``update``."""
 
+    @classmethod
+    def flops(cls, m_memory: int, q: int, d: int, params: Any = None) -> float | None:
+        """Floating-point operations (a multiply-add counts 2) to score one image of ``q`` patches
+        of dimension ``d`` against ``m_memory`` memory rows (semantic + episodic), per-query
+        fitting steps included, with ``params`` (None: the defaults); read by `edge-foct bench`.
+        None: the method does not state it (the table says so)."""
+        return None
+
+    def use_backend(self, backend: Any) -> None:
+        """Run the method's transport maths on ``backend`` (runtime/compute_backend.py ``Backend``),
+        decided once at start-up. Methods without GPU kernels keep their NumPy code and ignore it."""
+
     # --- online state (no-ops for offline methods) ---------------------------------------------
     def set_gate(self, threshold: float | None) -> None:
         """Image-score threshold above which a query may not enter the episodic memory."""

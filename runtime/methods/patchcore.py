@@ -39,6 +39,11 @@ class PatchCore(Method):
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: PatchCoreParams) -> "PatchCore":
         return cls(arrays["memory"], params)
 
+    @classmethod
+    def flops(cls, m_memory: int, q: int, d: int, params: PatchCoreParams | None = None) -> float:
+        # the (q, m) distance GEMM, both sets of squared norms, then add/clamp/argmin per pair
+        return 2.0 * m_memory * q * d + 2.0 * (m_memory + q) * d + 4.0 * m_memory * q
+
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
         dist, _ = nearest_sq_dist(features, self.memory)  # (Q,)
         return PatchScores(dist, {"memory_size": int(self.memory.shape[0])})

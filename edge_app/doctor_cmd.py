@@ -1,0 +1,90 @@
+"""``edge-foct doctor``: what this machine offers the GPU path, and which path ``serve`` would take.
+
+Probes only (runtime/cuda/probe.py): it never fails on a machine without a GPU, a driver, TensorRT
+or the ``gpu`` extra; each missing piece is printed with the reason. The "serve would take" line is
+``decide_serving``, the very decision ``serve`` and ``predict`` make at start-up (inspect_session.py):
+with ``--bank`` (and ``--engines``) it also checks that the folder holds an engine of that bank's backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import click
+
+
+def collect(engine_dir: Path | None = None, bank_dir: Path | None = None) -> dict:
+    """Everything doctor prints, as a JSON-able dict."""
+    import onnxruntime as ort
+
+    from edge_foct import __version__
+    from edge_foct.runtime.bank import Bank
+    from edge_foct.runtime.cuda import probe
+
+    from .inspect_session import bank_feature_graph, decide_serving
+
+    devices, dev_reason = probe.cuda_devices()
+    nb_version, nb_usable, nb_reason = probe.numba_cuda()
+    nvvm, nvvm_reason = probe.nvvm_version()
+    trt, trt_reason = probe.tensorrt_version()
+    graph = bank_feature_graph(Bank.load(bank_dir)) if bank_dir is not None else None
+    choice = decide_serving(graph, engine_dir)
+    engine = choice.engine
+    return {
+        "edge_foct": __version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "cuda_devices": [{"index": d.index, "name": d.name, "compute_capability": f"{d.compute_capability[0]}."
+                          f"{d.compute_capability[1]}", "sm": d.sm, "memory_gib": d.memory_gib} for d in devices],
+        "cuda_devices_note": dev_reason,
+        "tensorrt": trt, "tensorrt_note": trt_reason,
+        "onnxruntime": ort.__version__, "onnxruntime_providers": ort.get_available_providers(),
+        "numba_cuda": nb_version, "numba_cuda_device_usable": nb_usable, "numba_cuda_note": nb_reason,
+        "nvvm": nvvm, "nvvm_note": nvvm_reason,
+        "serve": {"engine": engine.backend, "providers": list(engine.providers),
+                  "engine_dir": str(engine.engine_dir) if engine.engine_dir else None,
+                  "engine_file": str(engine.engine_file) if engine.engine_file else None,
+                  "engine_reason": engine.reason, "compute": choice.compute, "compute_reason": choice.compute_reason,
+                  "bank": str(bank_dir) if bank_dir is not None else None},
+    }
+
+
+def render(info: dict) -> str:
+    devs = info["cuda_devices"]
+    lines = [f"edge-foct {info['edge_foct']}, Python {info['python']}, {info['machine']}"]
+    if devs:
+        lines += [f"CUDA device {d['index']}: {d['name']}, compute capability {d['compute_capability']} "
+                  f"({d['sm']}), {d['memory_gib']} GiB" for d in devs]
+        lines.append(f"CUDA driver: {info['cuda_devices_note']}")
+    else:
+        lines.append(f"CUDA devices: none ({info['cuda_devices_note']})")
+    lines.append(f"TensorRT: {info['tensorrt'] or 'not installed'}" + ("" if info["tensorrt"] else
+                                                                       f" ({info['tensorrt_note']})"))
+    lines.append(f"ONNX Runtime: {info['onnxruntime']}, providers {', '.join(info['onnxruntime_providers'])}")
+    usable = "device usable" if info["numba_cuda_device_usable"] else "no usable device"
+    lines.append(f"numba-cuda: {info['numba_cuda'] or 'not installed'}, {usable} ({info['numba_cuda_note']})")
+    lines.append(f"libNVVM: {info['nvvm'] or 'not found'} ({info['nvvm_note']})")
+    s = info["serve"]
+    engine = (f"TensorRT engine {s['engine_file']}" if s["engine_file"] else
+              f"TensorRT engines in {s['engine_dir']}" if s["engine"] == "tensorrt"
+              else f"onnxruntime [{', '.join(s['providers'])}]")
+    lines.append(f"serve would take: engine {engine}; compute backend {s['compute']}")
+    lines.append(f"  engine: {s['engine_reason']}")
+    if s["engine"] == "tensorrt" and s["bank"] is None:
+        lines.append("  (no --bank: not checked that the folder holds an engine built from the bank's backbone)")
+    lines.append(f"  compute: {s['compute_reason']}")
+    return "\n".join(lines)
+
+
+@click.command("doctor")
+@click.option("--engines", "engine_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A folder from `edge-foct build-engines`: check its manifest against this machine.")
+@click.option("--bank", "bank_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A bank folder: decide for its backbone exactly as `serve --bank` would.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def command(engine_dir: Path | None, bank_dir: Path | None, as_json: bool) -> None:
+    """What this machine has (CUDA, TensorRT, ONNX Runtime, numba-cuda) and which path serve takes."""
+    info = collect(engine_dir, bank_dir)
+    click.echo(json.dumps(info, indent=1) if as_json else render(info))

@@ -1,0 +1,203 @@
+"""``edge-foct eval``: the few-shot protocol (edge_app/evaluate.py) over categories, methods, shots.
+
+Per category: features once (FeatureStore), then for every shots x method x split a streamed run
+(run_split) scored by split_metrics; per method/category/shots one JSON record with the mean,
+std and per-split values of every metric (benchmarks/README.md documents the fields), a
+Markdown table, and one plot per category and shots. Results are rewritten after each category,
+so a long run leaves what it finished. A category's features are freed before the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import importlib.util
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from edge_foct.runtime import atomic
+from edge_foct.runtime.backbone import Backbone
+from edge_foct.runtime.errors import EdgeFoctError
+from edge_foct.runtime.methods import METHODS, make_params, method_class
+from edge_foct.runtime.preprocess import Preprocessor
+
+from .backbones import UNTRAINED_WARNING, resolve_backbone
+from .datasets import Category, find_categories
+from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth, run_split, split_metrics
+from .machine_info import machine_info
+from .report import accuracy_table, plot_scores, summarise, write_results
+
+class MultiValueCommand(click.Command):
+    """Lets ``--shots 1 2 4`` and ``--shots 1,2,4`` stand for ``--shots 1 --shots 2 --shots 4``
+    (for the options declared with multiple=True)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        multi = {o for p in self.params if isinstance(p, click.Option) and p.multiple for o in p.opts}
+        out, current = [], None
+        for a in args:
+            if a.startswith("-"):
+                current = a if a in multi else None
+                out.append(a)
+            elif current is None:
+                out.append(a)
+            else:
+                for v in filter(None, a.split(",")):
+                    if out[-1] != current:
+                        out.append(current)  # a further value of the same option
+                    out.append(v)
+        return super().parse_args(ctx, out)
+
+
+def parse_methods(values: list[str]) -> list[MethodSpec]:
+    """``name`` or ``name/preset``; ``all`` = every registered method with its defaults. Checked now."""
+    names = [n for v in values for n in (sorted(METHODS) if v == "all" else [v])]
+    specs = [MethodSpec(*n.split("/", 1)) if "/" in n else MethodSpec(n) for n in names]
+    for s in specs:
+        make_params(s.name, s.params, s.preset)  # unknown name or preset: one-line error now
+    return specs
+
+
+def load_foreground() -> tuple[Any, str]:
+    """The classical estimator of runtime/foreground.py when that module exists (looked up at run time)."""
+    if importlib.util.find_spec("edge_foct.runtime.foreground") is None:
+        return None, "none: runtime/foreground.py is absent, so foreground methods ran without masks"
+    fg = importlib.import_module("edge_foct.runtime.foreground")
+    return fg.make_foreground(), "runtime.foreground.make_foreground() (classical contrast estimator)"
+
+
+def _record(cat: Category, spec: MethodSpec, shots: int, per_split: list[dict], supports: list[list[str]],
+            notes: list[str], extra: dict[str, Any]) -> dict[str, Any]:
+    params = make_params(spec.name, spec.params, spec.preset)
+    return {
+        "method": spec.label, "category": cat.name, "shots": shots, "splits": len(per_split),
+        "n_test": len(cat.test), "n_defective": sum(t.defective for t in cat.test),
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()},
+        "metrics": summarise(per_split), "support": supports, "notes": notes, **extra,
+    }
+
+
+def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], splits: int, seed: int,
+                  bb: Backbone, pre: Preprocessor, views: int, pro_limit: float, out: Path,
+                  foreground: Any, fg_note: str, batch: int) -> list[dict[str, Any]]:
+    with tqdm(total=len(cat.test), desc=f"{cat.name}: test features", unit="img", file=sys.stderr) as bar:
+        store = FeatureStore(bb, pre, batch, progress=bar.update)
+        store.ensure([t.path for t in cat.test])
+    truth = pixel_truth(cat, pre)
+    labels = np.array([t.defective for t in cat.test])
+    notes = []
+    if truth is None:
+        notes.append("pixel metrics skipped: the category has no ground-truth masks")
+    elif truth.skipped:
+        notes.append(f"{truth.skipped} defective image(s) without a usable mask left out of the pixel metrics")
+    records = []
+    bar = tqdm(total=len(shots) * len(specs) * splits, desc=f"{cat.name}: runs", unit="run", file=sys.stderr)
+    for k in shots:
+        plot_scores_, plot_thr = {}, {}
+        for spec in specs:
+            uses_fg = method_class(spec.name).uses_foreground
+            rules: Counter = Counter()
+
+            def fg_logged(crop, _fn=foreground, _rules=rules):
+                mask, rule = _fn(crop)
+                _rules[rule] += 1
+                return mask, rule
+
+            per_split, supports = [], []
+            for split in range(splits):
+                bar.set_postfix_str(f"{k}-shot {spec.label} split {split}")
+                r = run_split(cat, store, spec, k, split, seed,
+                              foreground=fg_logged if uses_fg and foreground is not None else None, views=views)
+                per_split.append(split_metrics(r, labels, truth, pre.crop, pro_limit))
+                supports.append([p.name for p in draw_split(cat, k, split, seed)[0]])
+                if split == 0:
+                    plot_scores_[spec.label], plot_thr[spec.label] = r.image_scores, r.threshold
+                bar.update(1)
+            extra = {"foreground": {"source": fg_note, "rules": dict(rules)}} if uses_fg else {}
+            records.append(_record(cat, spec, k, per_split, supports, list(notes), extra))
+        plot_scores(out / "plots" / f"{cat.name}-{k}shot.png", f"{cat.name}, {k}-shot, split 0 (raw scores)",
+                    labels, plot_scores_, plot_thr)
+    bar.close()
+    del store  # free this category's features before the next
+    return records
+
+
+def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
+             splits: int, seed: int, backbone: str | None, size: int, resize: int | None, views: int,
+             out: Path, pro_limit: float = 0.3, batch: int = 8) -> list[dict[str, Any]]:
+    t0 = time.perf_counter()
+    if (data is None) == (not elpv):
+        raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
+    specs = parse_methods(methods)
+    if elpv:
+        from .elpv import elpv_root
+
+        data = elpv_root()
+    cats = find_categories(data, categories or None)
+    for c in cats:
+        if max(shots) > len(c.train):
+            raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
+    resolved = resolve_backbone(backbone)
+    bb = Backbone.load(resolved.path)
+    pre = Preprocessor(resize or size, size)
+    foreground, fg_note = None, "not used"
+    if any(method_class(s.name).uses_foreground for s in specs):
+        foreground, fg_note = load_foreground()
+        click.echo(f"foreground masks: {fg_note}", err=True)
+    run = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
+        "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit,
+        "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
+        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description},
+        "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
+    }
+    records: list[dict[str, Any]] = []
+    for cat in cats:
+        records += eval_category(cat, specs, shots, splits, seed, bb, pre, views, pro_limit, out,
+                                 foreground, fg_note, batch)
+        run["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU time: the honest number on a shared machine
+        run["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
+        run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        write_results(out / "results.json", run, records)
+        atomic.write_bytes(out / "results.md", accuracy_table(records).encode())
+    click.echo(accuracy_table(records))
+    click.echo(f"{len(records)} records in {out / 'results.json'}, table {out / 'results.md'}, plots "
+               f"{out / 'plots'}; {run['wall_seconds']:.0f} s wall, {run['cpu_seconds']:.0f} s CPU")
+    if not bb.info.pretrained:
+        click.echo(f"WARNING: {UNTRAINED_WARNING}", err=True)
+    return records
+
+
+@click.command("eval", cls=MultiValueCommand)
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="MVTec-layout root (category folders) or one category folder.")
+@click.option("--elpv", is_flag=True, help="Use the ELPV solar-cell set (elpv-dataset package) instead of --data.")
+@click.option("--categories", multiple=True, help="Category names (default: every one under --data).")
+@click.option("--methods", multiple=True, default=("patchcore",), show_default=True,
+              help="name or name/preset (e.g. foct/edge), space- or comma-separated; `all` = every method.")
+@click.option("--shots", type=int, multiple=True, default=(1, 2, 4), show_default=True)
+@click.option("--splits", type=int, default=5, show_default=True, help="Support draws per shots setting.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
+@click.option("--size", type=int, default=256, show_default=True, help="Crop size (network input).")
+@click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
+@click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, out) -> None:
+    """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
+    if splits < 1 or any(k < 1 for k in shots):
+        raise EdgeFoctError("--splits and --shots must be >= 1")
+    run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
+             backbone, size, resize, views, out)

@@ -1,0 +1,129 @@
+"""``edge-foct export``: WRN-50-2 backbone, SAM segmenter and navigator MLP -> ONNX + manifest.
+
+Each graph is checked right after export (onnx.checker, then ONNX Runtime against torch within the
+tolerance below) and recorded in ``OUT/manifest.json``. torch is imported only when this runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edge_foct.runtime.errors import EdgeFoctError
+
+GRAPHS = ("backbone", "segmenter", "navigator")
+#: parity tolerances (|ort - torch| <= atol + rtol * |torch|): float32 kernels differ in summation
+#: order; a wrong graph misses these by orders of magnitude (measured max |err|: WRN 4e-5 on |ref| 49)
+TOL = {"backbone": (1e-3, 1e-3), "segmenter": (1e-3, 1e-3), "navigator": (1e-4, 1e-5)}
+NO_CHECKPOINT = ("--what segmenter needs --sam-checkpoint FILE (sam_vit_b_01ec64.pth etc. from "
+                 "github.com/facebookresearch/segment-anything); without it the runtime uses the classical "
+                 "foreground estimator: export only --what backbone --what navigator")
+
+
+def export_backbone(out: Path, weights: str | None, random_weights: bool, opset: int, check_size: int) -> None:
+    from edge_foct.export.manifest import check_parity, record_graph
+    from edge_foct.export.wrn import ARCH, FEATURE_DIM, build_wide_resnet50, export_module
+
+    if weights and random_weights:
+        raise EdgeFoctError("--weights and --random-weights exclude each other; pick one")
+    source = weights or (None if random_weights else "imagenet")
+    module, backbone_id, pretrained = build_wide_resnet50(source, random_weights)
+    path = export_module(module, out / f"{ARCH}.onnx", backbone_id, pretrained, opset)
+    rng = np.random.default_rng(0)
+    rtol, atol = TOL["backbone"]
+    parity = []
+    for size in (check_size, check_size + 16):  # two sizes: the dynamic height/width really work
+        x = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+        parity += check_parity(module, path, {"image": x}, rtol, atol)
+    config = {"arch": ARCH, "weights": str(source) if source else "random", "pretrained": pretrained,
+              "backbone_id": backbone_id, "feature_dim": FEATURE_DIM, "taps": ["layer2", "layer3"],
+              "aggregation": "3x3 avg, layer3 bilinear to layer2 grid, adaptive channel pool 1024/1024"}
+    record_graph(out, "backbone", path, opset, config, parity)
+    _report(path, parity, "" if pretrained else "  (random weights: recorded as NOT pretrained)")
+
+
+def export_segmenter_graphs(out: Path, checkpoint: Path | None, sam_type: str, prompt: str, opset: int) -> None:
+    import torch
+
+    from edge_foct.export.manifest import check_parity, record_graph
+    from edge_foct.export.segmenter import export_segmenter, load_sam
+
+    if checkpoint is None:
+        raise EdgeFoctError(NO_CHECKPOINT)
+    sam = load_sam(sam_type, checkpoint)
+    encoder, enc_path, decoder, dec_path = export_segmenter(sam, out, sam_type, prompt, opset)
+    s = sam.image_encoder.img_size
+    rtol, atol = TOL["segmenter"]
+    x = np.random.default_rng(0).standard_normal((1, 3, s, s)).astype(np.float32)
+    enc_parity = check_parity(encoder, enc_path, {"image": x}, rtol, atol)
+    with torch.no_grad():
+        emb = encoder(torch.from_numpy(x)).numpy()
+    dec_parity = check_parity(decoder, dec_path, {"image_embeddings": emb}, rtol, atol)
+    config = {"sam_type": sam_type, "checkpoint": str(checkpoint), "image_size": s, "prompt": prompt,
+              "mask_selection": "argmax predicted IoU of the 3 multi-mask outputs"}
+    record_graph(out, "segmenter_encoder", enc_path, opset, config, enc_parity)
+    record_graph(out, "segmenter_decoder", dec_path, opset, config, dec_parity)
+    _report(enc_path, enc_parity)
+    _report(dec_path, dec_parity)
+
+
+def export_navigator_graph(out: Path, dim: int, hidden: str, seed: int, opset: int) -> None:
+    from edge_foct.export.manifest import check_parity, record_graph
+    from edge_foct.export.navigator import NavigatorConfig, export_navigator
+    from edge_foct.runtime import names
+
+    try:
+        h1, h2 = (int(v) for v in hidden.split(","))
+    except ValueError:
+        raise EdgeFoctError(f"--navigator-hidden {hidden!r}: give two sizes, e.g. 512,256") from None
+    cfg = NavigatorConfig(dim=dim, hidden=(h1, h2), seed=seed)
+    module, path, npz = export_navigator(out, cfg, opset)
+    x = np.random.default_rng(0).random((257, dim), dtype=np.float32)  # squared differences are >= 0
+    rtol, atol = TOL["navigator"]
+    parity = check_parity(module, path, {names.NAVIGATOR_INPUT: x}, rtol, atol)
+    config = {**cfg.to_json(), "weights_npz": npz.name,
+              "npz_layout": "x @ W: W1 (D,H1) b1 (H1,) W2 (H1,H2) b2 (H2,) W3 (H2,1) b3 (1,)"}
+    record_graph(out, "navigator", path, opset, config, parity, extra_files=(npz,))
+    _report(path, parity, f"  + {npz.name}")
+
+
+def _report(path: Path, parity: list, note: str = "") -> None:
+    worst = max(parity, key=lambda p: p.max_abs_err)
+    click.echo(f"{path}: ok (checker; ONNX Runtime vs torch max |err| {worst.max_abs_err:.2g}, "
+               f"rtol {worst.rtol:g} atol {worst.atol:g}){note}")
+
+
+@click.command("export")
+@click.option("--what", "what", type=click.Choice([*GRAPHS, "all"]), multiple=True, required=True,
+              help="Graph(s) to export; repeat the flag for several.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--weights", default=None, help="WRN-50-2: a torchvision state-dict file. "
+              "Default: torchvision's ImageNet weights (needs the network).")
+@click.option("--random-weights", is_flag=True, help="WRN-50-2 with random weights (recorded as NOT pretrained).")
+@click.option("--check-size", type=int, default=256, show_default=True, help="Backbone parity-check input size.")
+@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="segment-anything checkpoint (.pth).")
+@click.option("--sam-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b", show_default=True)
+@click.option("--prompt", type=click.Choice(["box", "centre"]), default="box", show_default=True,
+              help="Fixed SAM prompt: a box over the whole frame, or one point at its centre.")
+@click.option("--navigator-dim", type=int, default=1024, show_default=True, help="Feature dim D.")
+@click.option("--navigator-hidden", default="512,256", show_default=True, help="Hidden sizes H1,H2.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Navigator initialisation seed.")
+@click.option("--opset", type=int, default=17, show_default=True)
+def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_type, prompt,
+            navigator_dim, navigator_hidden, seed, opset) -> None:
+    """Export graphs to ONNX, check them against torch, and write OUT/manifest.json."""
+    todo = GRAPHS if "all" in what else tuple(g for g in GRAPHS if g in what)
+    if "segmenter" in todo and sam_checkpoint is None:  # fail before any slow export
+        raise EdgeFoctError(NO_CHECKPOINT)
+    if check_size % 16:
+        raise EdgeFoctError(f"--check-size {check_size}: must be a multiple of 16")
+    if "backbone" in todo:
+        export_backbone(out, weights, random_weights, opset, check_size)
+    if "segmenter" in todo:
+        export_segmenter_graphs(out, sam_checkpoint, sam_type, prompt, opset)
+    if "navigator" in todo:
+        export_navigator_graph(out, navigator_dim, navigator_hidden, seed, opset)
+    click.echo(f"{out / 'manifest.json'}: {', '.join(todo)}")

@@ -1,0 +1,138 @@
+"""The local web dashboard: a small WSGI app served by waitress (a production WSGI server).
+
+Routes::
+
+    /                  the page (static/index.html + app.js): live overlay, verdict, trend, latency
+    /stream.mjpg       the live overlay as MJPEG (multipart/x-mixed-replace)
+    /frame.jpg         the latest overlay, one JPEG
+    /api/status        JSON: verdict, score, threshold, counters, latency percentiles, trend
+    /api/events        JSON: the newest events (?limit=N, N <= 1000), or the first N after ?after=FRAME_ID
+    /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
+
+Bound to 127.0.0.1 unless the user passes another --host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from importlib import resources
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+from waitress.server import create_server
+
+from edge_foct.runtime.errors import EdgeFoctError
+
+from .live import LiveStatus
+
+log = logging.getLogger("edge_foct.serve")
+
+BOUNDARY = "edgefoctframe"
+MAX_STREAMS = 4  # MJPEG clients at once; each holds one server thread
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/static/app.js": ("app.js", "application/javascript; charset=utf-8"),
+          "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class DashboardApp:
+    """The WSGI callable."""
+
+    def __init__(self, live: LiveStatus) -> None:
+        self.live = live
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self._static = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
+                        for route, (name, ctype) in STATIC.items()}
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            return self._json(start_response, {"error": f"{method} not allowed"}, "405 Method Not Allowed")
+        if path in self._static:
+            body, ctype = self._static[path]
+            return self._send(start_response, "200 OK", ctype, body)
+        if path == "/api/status":
+            return self._json(start_response, self.live.status())
+        if path == "/api/events":
+            q = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                after = int(q["after"][0]) if "after" in q else None
+                limit = min(max(int(q.get("limit", ["100"])[0]), 0), 1000)
+            except ValueError:
+                return self._json(start_response, {"error": "after and limit must be integers"}, "400 Bad Request")
+            return self._json(start_response, {"events": self.live.events(after, limit)})
+        if path == "/health":
+            s = self.live.status()
+            ok = s["source_status"] in ("starting", "running")
+            body = {"ok": ok, "source_status": s["source_status"], "frames": s["counters"]["frames"]}
+            return self._json(start_response, body, "200 OK" if ok else "503 Service Unavailable")
+        if path == "/frame.jpg":
+            _, jpeg = self.live.wait_frame(0, 0.0)
+            if jpeg is None:
+                return self._json(start_response, {"error": "no frame yet"}, "404 Not Found")
+            return self._send(start_response, "200 OK", "image/jpeg", jpeg)
+        if path == "/stream.mjpg":
+            return self._mjpeg(start_response)
+        return self._json(start_response, {"error": f"no route {path}"}, "404 Not Found")
+
+    def _mjpeg(self, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._streams.acquire(blocking=False):
+            return self._json(start_response, {"error": f"at most {MAX_STREAMS} live streams"},
+                              "503 Service Unavailable")
+        start_response("200 OK", [("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}"),
+                                  ("Cache-Control", "no-store")])
+        return self._frames()
+
+    def _frames(self) -> Iterable[bytes]:
+        seq = 0
+        try:
+            while not self.live.closed:
+                new, jpeg = self.live.wait_frame(seq, timeout=1.0)
+                if jpeg is None or new == seq:
+                    continue
+                seq = new
+                yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                       .encode() + jpeg + b"\r\n")
+        finally:  # the client left, or the server is closing
+            self._streams.release()
+
+    @staticmethod
+    def _send(start_response: StartResponse, status: str, ctype: str, body: bytes) -> list[bytes]:
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store")])
+        return [body]
+
+    def _json(self, start_response: StartResponse, obj: Any, status: str = "200 OK") -> list[bytes]:
+        return self._send(start_response, status, "application/json", json.dumps(obj).encode())
+
+
+class Dashboard:
+    """waitress in a background thread; ``port`` is the bound port (pass 0 for a free one)."""
+
+    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008) -> None:
+        self.live = live
+        try:
+            self.server = create_server(DashboardApp(live), host=host, port=port, threads=MAX_STREAMS + 4,
+                                        channel_timeout=30, ident="edge-foct")
+        except OSError as e:
+            raise EdgeFoctError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); pass another "
+                                f"--port (0: any free one) or --no-dashboard") from None
+        self.host, self.port = host, int(self.server.effective_port)
+        self._thread = threading.Thread(target=self.server.run, name="dashboard", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.live.close()  # ends every MJPEG response
+        self.server.close()
+        self.server.task_dispatcher.shutdown(timeout=5)
+        self._thread.join(timeout=5)

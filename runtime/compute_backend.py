@@ -1,0 +1,78 @@
+"""NumPy reference or CUDA kernels for the transport maths: decided once at start-up and logged.
+
+    backend = select_backend("auto")      # logs e.g. "compute backend: cuda (numba-cuda 0.30.4, ...)"
+    backend.soft_nn_scores(memory, queries, tau)
+
+Both backends expose the same functions with the reference signatures (runtime/sinkhorn.py,
+runtime/adamw.py, runtime/transport.py, runtime/ct_step.py). The choice is made here and nowhere else: no try/except
+fallback on the per-frame path. ``auto`` takes CUDA only when numba-cuda sees a real GPU; the
+simulator (NUMBA_ENABLE_CUDASIM=1) is used only when ``cuda`` is asked for explicitly (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from .cuda import probe
+from .errors import EdgeFoctError, GpuError
+
+log = logging.getLogger(__name__)
+CHOICES = ("auto", "numpy", "cuda")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """name: "numpy" | "cuda"; description: the one line logged at start-up."""
+
+    name: str
+    description: str
+    sinkhorn_log: Callable
+    adamw_step: Callable
+    soft_nn_scores: Callable
+    ct_step: Callable  # (memory, queries, nav, rho) -> CTStep
+    fit_navigator: Callable  # (cost, memory, queries, nav, steps, lr, weight_decay, rho) -> losses
+    navigator_distances: Callable  # (nav, memory, queries) -> D (M, Q)
+
+
+def _numpy_backend(why: str) -> Backend:
+    from . import adamw, ct_step, sinkhorn, transport
+
+    return Backend("numpy", f"numpy reference ({why})", sinkhorn.sinkhorn_log, adamw.adamw_step,
+                   transport.soft_nn_scores, ct_step.ct_step, transport.fit_navigator, ct_step.navigator_distances)
+
+
+def _cuda_backend(detail: str) -> Backend:
+    from .cuda import adamw, ct_step, sinkhorn, soft_nn
+
+    return Backend("cuda", f"cuda kernels ({detail})", sinkhorn.sinkhorn_log, adamw.adamw_step,
+                   soft_nn.soft_nn_scores, ct_step.ct_step, ct_step.fit_navigator, ct_step.navigator_distances)
+
+
+def decide(prefer: str = "auto") -> tuple[str, str]:
+    """(backend name, reason) without importing any kernel: what ``select_backend`` would pick."""
+    if prefer not in CHOICES:
+        raise EdgeFoctError(f"compute backend {prefer!r} is not one of {list(CHOICES)}")
+    if prefer == "numpy":
+        return "numpy", "asked for"
+    version, usable, reason = probe.numba_cuda()
+    if usable:
+        return "cuda", f"numba-cuda {version}, {reason}"
+    if prefer == "cuda" and probe.numba_simulator():
+        return "cuda", f"numba-cuda {version} SIMULATOR: correctness only, very slow"
+    if prefer == "cuda":
+        raise GpuError(f"compute backend 'cuda' asked for, but {reason}; use 'auto' or 'numpy' on this machine")
+    return "numpy", reason
+
+
+def make_backend(name: str, reason: str) -> Backend:
+    """The backend ``decide`` named, with its reason (imports the kernels for "cuda"); logs nothing."""
+    return _cuda_backend(reason) if name == "cuda" else _numpy_backend(reason)
+
+
+def select_backend(prefer: str = "auto") -> Backend:
+    """The backend for this process; logs the choice once. prefer: "auto" | "numpy" | "cuda"."""
+    backend = make_backend(*decide(prefer))
+    log.info("compute backend: %s", backend.description)
+    return backend

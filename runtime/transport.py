@@ -1,0 +1,124 @@
+"""Conditional transport (CT) between memory rows and query patches, NumPy reference.
+
+Shapes: M memory rows, Q query patches; cost C (M, Q) = ||M_i - F_j||^2; navigator distances
+D (M, Q). Two maps from the same D (DESIGN.md 2.2):
+
+    forward  fwd_ij = softmax_j(-D_ij)   each memory row spreads over the query patches
+    backward bwd_ij = softmax_i(-D_ij)   each query patch spreads over the memory rows
+
+CT loss = rho * mean_i sum_j C fwd + (1 - rho) * mean_j sum_i C bwd; score s_j = sum_i bwd_ij C_ij.
+With D = C / tau the backward map is a soft nearest neighbour: ``soft_nn_scores`` is that case
+fused (the CUDA kernel in runtime/cuda has the same signature and result).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import navigator
+from .adamw import AdamWState, adamw_step
+from .knn import sq_dists
+
+
+def cost_matrix(memory: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """memory (M, D), queries (Q, D) -> C (M, Q) squared Euclidean distances, by GEMM.
+
+    Computed as (Q, M) and transposed: with M a few hundred and Q ~ 1000, OpenBLAS ran the
+    (Q, D) x (D, M) product ~3x faster than (M, D) x (D, Q) on the development CPU."""
+    return np.ascontiguousarray(sq_dists(queries, memory).T)
+
+
+def _softmax_neg(d: np.ndarray, axis: int) -> np.ndarray:
+    """softmax(-d) along ``axis``, shifted by the minimum for stability."""
+    e = np.exp(-(d - d.min(axis=axis, keepdims=True)))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def forward_map(d: np.ndarray) -> np.ndarray:
+    """D (M, Q) -> softmax over query patches of -D, per memory row (rows sum to 1)."""
+    return _softmax_neg(d, 1)
+
+
+def backward_map(d: np.ndarray) -> np.ndarray:
+    """D (M, Q) -> softmax over memory rows of -D, per query patch (columns sum to 1)."""
+    return _softmax_neg(d, 0)
+
+
+def transport_maps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """D (M, Q) -> forward map (M, Q) (rows sum to 1), backward map (M, Q) (columns sum to 1)."""
+    return _softmax_neg(d, 1), _softmax_neg(d, 0)
+
+
+def transport_scores(cost: np.ndarray, bwd: np.ndarray) -> np.ndarray:
+    """s_j = sum_i bwd_ij C_ij: the expected cost of query patch j under the backward map -> (Q,)."""
+    return np.einsum("ij,ij->j", bwd, cost)
+
+
+def ct_loss(cost: np.ndarray, fwd: np.ndarray, bwd: np.ndarray, rho: float = 0.5) -> float:
+    """rho * mean_i sum_j C fwd + (1 - rho) * mean_j sum_i C bwd (the authors' code)."""
+    return float(rho * np.einsum("ij,ij->i", fwd, cost).mean()
+                 + (1.0 - rho) * np.einsum("ij,ij->j", bwd, cost).mean())
+
+
+def ct_loss_grad(cost: np.ndarray, d: np.ndarray, rho: float = 0.5):
+    """CT loss and its gradient w.r.t. D.
+
+    For a softmax p = softmax(-d) over an axis, d(sum C p)/d d = -p * (C - sum C p), so
+    dL/dD_ij = -(rho / M) fwd_ij (C_ij - E_i) - ((1 - rho) / Q) bwd_ij (C_ij - s_j)
+    with E_i, s_j the forward and backward expected costs.
+    -> loss (float), grad (M, Q), fwd (M, Q), bwd (M, Q)
+    """
+    m, q = cost.shape
+    fwd, bwd = transport_maps(d)
+    e_row = np.einsum("ij,ij->i", fwd, cost)  # (M,)
+    s_col = np.einsum("ij,ij->j", bwd, cost)  # (Q,)
+    loss = float(rho * e_row.mean() + (1.0 - rho) * s_col.mean())
+    grad = -(rho / m) * fwd * (cost - e_row[:, None]) - ((1.0 - rho) / q) * bwd * (cost - s_col[None, :])
+    return loss, grad, fwd, bwd
+
+
+def concentration(bwd: np.ndarray) -> float:
+    """Mean over query patches of the largest backward-map probability (1/M when uniform, 1 when
+    every patch goes to one memory row: a hard nearest neighbour)."""
+    return float(bwd.max(axis=0).mean())
+
+
+def nn_cost_scale(cost: np.ndarray) -> float:
+    """Median over query patches of the nearest-neighbour cost min_i C_ij (the temperature's
+    unit), floored at 1e-3 x the mean cost so an exact match of every patch cannot give tau = 0."""
+    med = float(np.median(cost.min(axis=0)))
+    floor = 1e-3 * float(cost.mean())
+    return max(med, floor) if floor > 0 else 1.0
+
+
+def soft_nn_from_cost(cost: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """cost (M, Q) -> scores (Q,), max_prob (Q,) of P = softmax_i(-C / tau) per column."""
+    p = _softmax_neg(cost / tau, 0)
+    return transport_scores(cost, p), p.max(axis=0)
+
+
+def soft_nn_scores(memory: np.ndarray, queries: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """memory (m, d), queries (q, d) -> scores (q,), max_prob (q,).
+
+    C_ij = ||M_i - F_j||^2, P = softmax_i(-C / tau) per query column, scores_j = sum_i P_ij C_ij,
+    max_prob_j = max_i P_ij. Reference of the fused CUDA kernel (same name and signature).
+    As tau -> 0 the score tends to the nearest-neighbour distance (PatchCore).
+    """
+    return soft_nn_from_cost(cost_matrix(memory, queries), tau)
+
+
+def fit_navigator(cost: np.ndarray, memory: np.ndarray, queries: np.ndarray, nav: dict[str, np.ndarray],
+                  steps: int, lr: float, weight_decay: float = 0.01, rho: float = 0.5) -> list[float]:
+    """Minimise the CT loss over the navigator ``nav`` in place: ``steps`` AdamW steps (torch's
+    defaults but lr and weight decay). cost (M, Q), memory (M, D), queries (Q, D).
+    -> the loss before each step."""
+    state = AdamWState.zeros_like(nav)
+    losses = []
+    for _ in range(steps):
+        d, cache = navigator.forward(nav, memory, queries, keep=True)
+        loss, grad_d, _, _ = ct_loss_grad(cost, d, rho)
+        adamw_step(nav, navigator.backward(nav, memory, queries, grad_d, cache), state, lr,
+                   weight_decay=weight_decay)
+        losses.append(loss)
+    return losses

@@ -1,0 +1,132 @@
+"""`edge-foct eval` on the built-in demo data with the random backbone (small and fast)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge_foct.edge_app import elpv
+from edge_foct.edge_app.cli import cli
+from edge_foct.edge_app.datasets import load_category
+from edge_foct.edge_app.eval_cmd import parse_methods
+from edge_foct.edge_app.evaluate import SplitResult, split_metrics
+from edge_foct.runtime.errors import EdgeFoctError
+
+METRICS = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro", "seconds_per_image",
+           "false_alarm_rate", "miss_rate", "threshold")
+
+
+def _eval(data: Path, backbone: Path, out: Path, *extra: str):
+    res = CliRunner().invoke(cli, ["eval", "--data", str(data), "--backbone", str(backbone), "--size", "64",
+                                   "--views", "2", "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return json.loads((out / "results.json").read_text()), res.output
+
+
+def test_eval_on_demo_data(demo_category, random_backbone, tmp_path):
+    got, output = _eval(demo_category.parent, random_backbone, tmp_path, "--methods", "patchcore",
+                        "--shots", "1", "2", "--splits", "2", "--seed", "3")
+    recs = got["records"]
+    assert [(r["category"], r["shots"], r["method"]) for r in recs] == [("demo_part", 1, "patchcore"),
+                                                                       ("demo_part", 2, "patchcore")]
+    for r in recs:
+        assert r["n_test"] == 8 and r["n_defective"] == 4 and r["splits"] == 2 and r["notes"] == []
+        assert [len(s) for s in r["support"]] == [r["shots"]] * 2
+        for k in METRICS:
+            m = r["metrics"][k]
+            assert len(m["per_split"]) == 2 and m["mean"] == pytest.approx(np.mean(m["per_split"]))
+            assert m["std"] == pytest.approx(np.std(m["per_split"], ddof=1))
+        for k in ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro"):
+            assert all(0.0 <= v <= 1.0 for v in r["metrics"][k]["per_split"])
+    assert got["run"]["shots"] == [1, 2] and got["run"]["machine"]["cores"] >= 1
+    assert "untrained" in got["run"]["warnings"][0]
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("| demo_part |") == 2 and "AUPRO@0.3" in table and table in output
+    for k in (1, 2):
+        assert cv2.imread(str(tmp_path / "plots" / f"demo_part-{k}shot.png")) is not None
+
+
+def test_eval_is_reproducible_and_seeded(demo_category, random_backbone, tmp_path):
+    args = ("--methods", "patchcore", "--shots", "1", "--splits", "2")
+    a, _ = _eval(demo_category, random_backbone, tmp_path / "a", *args, "--seed", "0")
+    b, _ = _eval(demo_category, random_backbone, tmp_path / "b", *args, "--seed", "0")
+    key = lambda g: [g["records"][0]["metrics"][k]["per_split"] for k in ("image_auroc", "aupro")]  # noqa: E731
+    assert key(a) == key(b) and a["records"][0]["support"] == b["records"][0]["support"]
+
+
+def test_category_without_masks_skips_pixel_metrics(demo_category, random_backbone, tmp_path):
+    cat = tmp_path / "data" / "nomask"
+    shutil.copytree(demo_category, cat, ignore=shutil.ignore_patterns("ground_truth"))
+    got, _ = _eval(cat, random_backbone, tmp_path / "out", "--shots", "1", "--splits", "1")
+    r = got["records"][0]
+    assert "pixel_auroc" not in r["metrics"] and "aupro" not in r["metrics"]
+    assert r["notes"] == ["pixel metrics skipped: the category has no ground-truth masks"]
+    assert r["metrics"]["image_auroc"]["mean"] is not None
+
+
+def test_split_metrics_reads_concentration_and_admissions():
+    labels = np.array([False, False, True, True, True])
+    diags = [{"concentration": 0.2, "admitted": 3}, {"concentration": 0.4, "admitted": 0},
+             {"concentration": 0.6, "admitted": 1}, {"concentration": 0.8}, {"concentration": 1.0, "admitted": 2}]
+    r = SplitResult("x", 0, np.array([0.1, 0.5, 0.4, 0.9, 0.8]), np.zeros((5, 2, 2), np.float32), 0.45, diags, 0.01)
+    m = split_metrics(r, labels, None, 16)
+    assert m["concentration"] == pytest.approx(0.6)
+    assert (m["admitted_defective"], m["admitted_good"]) == (2, 1)
+    assert m["false_alarm_rate"] == pytest.approx(0.5) and m["miss_rate"] == pytest.approx(1 / 3)
+    assert m["image_auroc"] == pytest.approx(5 / 6) and "pixel_auroc" not in m
+
+
+def test_options_take_space_and_comma_separated_values(demo_category, random_backbone, tmp_path):
+    got, _ = _eval(demo_category, random_backbone, tmp_path, "--methods", "patchcore,patchcore",
+                   "--shots", "2,1", "--splits", "1")
+    assert [(r["shots"], r["method"]) for r in got["records"]] == [(1, "patchcore")] * 2 + [(2, "patchcore")] * 2
+
+
+def test_bad_method_and_preset_are_one_line_errors():
+    with pytest.raises(EdgeFoctError, match="unknown method 'nope'"):
+        parse_methods(["nope"])
+    with pytest.raises(EdgeFoctError, match="no preset 'fast'"):
+        parse_methods(["patchcore/fast"])
+    assert [s.label for s in parse_methods(["all"])] == sorted(s.label for s in parse_methods(["all"]))
+
+
+def test_too_many_shots_is_refused(demo_category, random_backbone, tmp_path):
+    res = CliRunner().invoke(cli, ["eval", "--data", str(demo_category), "--backbone", str(random_backbone),
+                                   "--shots", "9", "--out", str(tmp_path)])
+    assert isinstance(res.exception, EdgeFoctError) and "only 4 train/good" in str(res.exception)
+
+
+def test_elpv_labels_and_layout(tmp_path, monkeypatch):
+    src, rows = elpv._labels()  # the installed package's own label file
+    assert len(rows) == 2624 and {r[1] for r in rows} == {0.0, 1 / 3, 2 / 3, 1.0}
+    fake = tmp_path / "src"
+    fake.mkdir()
+    small = []
+    for i, (prob, kind) in enumerate([(0.0, "mono")] * 5 + [(1 / 3, "mono"), (2 / 3, "mono"), (1.0, "mono")]):
+        cv2.imwrite(str(fake / f"cell{i}.png"), np.full((32, 32), 30 * i, np.uint8))
+        small.append((f"cell{i}.png", prob, kind))
+    monkeypatch.setattr(elpv, "_labels", lambda: (fake, small))
+    root = elpv.write_elpv_layout(tmp_path / "layout", n_train=2)
+    cat = load_category(root / "elpv_mono")
+    assert len(cat.train) == 2 and not cat.has_masks
+    assert sorted((t.defect_type, t.defective) for t in cat.test) == [("defective", True)] * 2 + [("good", False)] * 3
+    summary = json.loads((root / "layout.json").read_text())
+    assert summary["categories"]["elpv_mono"]["left_out_uncertain"] == 1
+
+
+def test_foreground_methods_get_masks_and_log_their_rules(demo_category, random_backbone, tmp_path):
+    from edge_foct.runtime.methods import METHODS
+
+    fg_methods = sorted(n for n, c in METHODS.items() if c.uses_foreground)
+    if not fg_methods:
+        pytest.skip("no registered method uses foreground masks")
+    got, _ = _eval(demo_category, random_backbone, tmp_path, "--methods", fg_methods[0], "--shots", "2",
+                   "--splits", "2")
+    fg = got["records"][0]["foreground"]
+    assert "make_foreground" in fg["source"] and sum(fg["rules"].values()) == 2 * 2

@@ -1,0 +1,64 @@
+"""The dashboard in a real browser: headless Chromium (Debian's `chromium`, installed by .ci/run)
+loads the page from 127.0.0.1, shows the live MJPEG overlay, and the verdict follows the stream."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edge_foct.edge_app.inspect_session import open_session
+from edge_foct.edge_app.serve.app import ServeApp, ServeOptions
+from edge_foct.edge_app.serve.demo import write_video
+from edge_foct.edge_app.serve.sources import CaptureSource
+from edge_foct.runtime.image_io import list_images, read_image
+
+from .test_serve import SIZE, bank  # noqa: F401  (the module's bank fixture)
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run does it)")
+
+
+def test_dashboard_shows_live_image_and_verdict_updates(bank, demo_category, tmp_path):  # noqa: F811
+    browser = chromium()
+    good = read_image(list_images([str(demo_category / "test" / "good")])[0])
+    bad = read_image(list_images([str(demo_category / "test" / "defect")])[0])
+    video = write_video([good, bad] * 4, tmp_path / "alternate.avi", SIZE)
+    # a threshold between the two frames' scores (as decoded from the video), so the verdict alternates
+    session, frames = open_session(bank, online=False), CaptureSource(video, "video")
+    frames.open()
+    s_good, s_bad = (session.inspector.inspect(frames.read()).score for _ in range(2))
+    frames.close()
+    assert s_good != s_bad
+    opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=float(np.mean([s_good, s_bad])))
+    app = ServeApp(opts, CaptureSource(video, "video", fps=4, loop=True))
+    app.start()
+    try:
+        # virtual time runs the page's polling for 20 s (faster than real time), then Chromium prints the DOM and exits
+        r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                            "--virtual-time-budget=20000", "--dump-dom", app.dashboard.url],
+                           capture_output=True, text=True, timeout=90)
+    finally:
+        app.stop()
+    dom = r.stdout
+    assert r.returncode == 0 and "<body" in dom, r.stderr[-2000:]
+    live = re.search(r'<img id="live"[^>]*>', dom).group(0)
+    assert 'src="/stream.mjpg' in live
+    assert int(re.search(r'data-loaded="(\d+)"', live).group(1)) == SIZE  # a decoded frame from the stream
+    updates = int(re.search(r'data-updates="(\d+)"', dom).group(1))
+    assert updates >= 3
+    assert re.search(r'data-verdicts="DEFECT,OK"', dom), "the verdict did not change with the frames"
+    verdict = re.search(r'<div id="verdict" class="verdict (ok|defect)">(OK|DEFECT)</div>', dom)
+    assert verdict and verdict.group(1).upper() == verdict.group(2)
+    assert re.search(r'<td id="latency">[\d.]+ / [\d.]+ / [\d.]+ ms</td>', dom)
+    assert app.live.counters["frames"] >= updates

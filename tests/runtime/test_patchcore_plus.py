@@ -1,0 +1,160 @@
+"""PatchCore+: the M-step gradient, the step rule, the pieces of the EM, and the method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_foct.runtime.errors import EdgeFoctError
+from edge_foct.runtime.methods import SupportSet, make_params, method_class
+from edge_foct.runtime.methods.patchcore_plus import (PatchCorePlus, PatchCorePlusParams, Prototypes, init_weights,
+                                                      lipschitz, mstep, mstep_gradient, objective, transport_cost)
+from edge_foct.runtime.sinkhorn import sinkhorn_log
+
+
+def _setup(seed: int, n: int = 6, m: int = 9, c: int = 5):
+    """A float64 problem: prototypes M, query f, a transform W and a transport plan T at W."""
+    rng = np.random.default_rng(seed)
+    M, f = rng.standard_normal((n, c)), rng.standard_normal((m, c))
+    G, F = M @ M.T, f @ M.T
+    W = rng.standard_normal((m, n)) * 0.3
+    C = transport_cost(W, W @ G, np.diagonal(G).copy())
+    T = sinkhorn_log(C, None, None, 0.5 * float(np.median(C)), 50).plan
+    return M, f, G, F, W, T
+
+
+def _loss(W, M, f, T, lam):
+    """L(W; T) written directly from the definition, in feature space (no Gram tricks)."""
+    R = W @ M  # (m, c)
+    C = ((M[:, None, :] - R[None, :, :]) ** 2).sum(-1)  # (n, m)
+    return ((f - R) ** 2).sum() + lam * (T * C).sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mstep_gradient_matches_finite_differences(seed):
+    M, f, G, F, W, T = _setup(seed)
+    lam, h = 0.3, 1e-6
+    grad = mstep_gradient(W @ G, F, G, T, lam)
+    num = np.zeros_like(W)
+    for idx in np.ndindex(*W.shape):
+        d = np.zeros_like(W)
+        d[idx] = h
+        num[idx] = (_loss(W + d, M, f, T, lam) - _loss(W - d, M, f, T, lam)) / (2 * h)
+    np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
+
+
+def test_objective_and_cost_match_the_definition():
+    M, f, G, F, W, T = _setup(3)
+    WG = W @ G
+    C = transport_cost(W, WG, np.diagonal(G).copy())
+    R = W @ M
+    np.testing.assert_allclose(C, ((M[:, None, :] - R[None, :, :]) ** 2).sum(-1), atol=1e-10)
+    np.testing.assert_allclose(objective(W, WG, F, float((f * f).sum()), T, C, 0.3), _loss(W, M, f, T, 0.3),
+                               rtol=1e-10)
+
+
+def test_one_product_mstep_is_the_gradient_step():
+    M, f, G, F, W, T = _setup(7)
+    step = 1e-3
+    W1, W1G = mstep(W, W @ G, F, F @ G, np.hstack([G, G @ G]), T, 0.3, step)
+    np.testing.assert_allclose(W1, W - step * mstep_gradient(W @ G, F, G, T, 0.3), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(W1G, W1 @ G, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 3.0])
+def test_lipschitz_step_never_increases_the_objective(lam):
+    M, f, G, F, W, T = _setup(4)
+    sigma = float(np.linalg.eigvalsh(G)[-1])
+    for scale in (1.0, 1.9):  # 1/L is a descent step; anything below 2/L still is, on a quadratic
+        step = scale / lipschitz(sigma, T, lam)
+        W1 = W - step * mstep_gradient(W @ G, F, G, T, lam)
+        assert _loss(W1, M, f, T, lam) < _loss(W, M, f, T, lam)
+    W2 = W - 2.2 / lipschitz(sigma, T, lam) * mstep_gradient(W @ G, F, G, T, lam)
+    assert np.isfinite(_loss(W2, M, f, T, lam))
+
+
+def test_init_weights_is_the_least_squares_solution():
+    rng = np.random.default_rng(5)
+    M, f = rng.standard_normal((7, 20)), rng.standard_normal((11, 20))
+    W0 = init_weights(f @ M.T, M @ M.T, 1e-9)
+    want = np.linalg.lstsq(M.T, f.T, rcond=None)[0].T  # argmin_W ||f - W M||
+    np.testing.assert_allclose(W0, want, rtol=1e-6, atol=1e-8)
+
+
+def test_lift_gives_f_and_w0_in_one_product():
+    rng = np.random.default_rng(6)
+    M, f = rng.standard_normal((7, 20)), rng.standard_normal((11, 20))
+    P = Prototypes.build(M, ridge_rel=1e-2)
+    FW = f @ P.lift.T
+    G = M @ M.T
+    np.testing.assert_allclose(FW[:, :7], f @ M.T, rtol=1e-10)
+    np.testing.assert_allclose(FW[:, 7:], init_weights(f @ M.T, G, 1e-2 * np.trace(G) / 7), rtol=1e-8, atol=1e-10)
+    assert P.sigma_max == pytest.approx(np.linalg.eigvalsh(G)[-1])
+    np.testing.assert_allclose(FW[:, :7] - P.ridge * FW[:, 7:], FW[:, 7:] @ G, rtol=1e-8, atol=1e-10)  # W0 G
+
+
+def _support(seed: int, k: int = 2, grid=(6, 6), d: int = 16) -> SupportSet:
+    rng = np.random.default_rng(seed)
+    base = rng.random((1, grid[0] * grid[1], d)).astype(np.float32)
+    feats = base + 0.05 * rng.standard_normal((k, grid[0] * grid[1], d)).astype(np.float32)
+    return SupportSet(np.abs(feats), None, grid)
+
+
+PARAMS = PatchCorePlusParams(coreset_ratio=0.3)
+
+
+def test_scores_shape_diagnostics_and_anomaly():
+    support = _support(0)
+    method = PatchCorePlus.fit(support, PARAMS)
+    normal = support.features[0].copy()
+    defect = normal.copy()
+    defect[7] += 3.0  # one patch far from everything in memory
+    rn, rd = method.score(normal), method.score(defect)
+    assert rn.scores.shape == (36,) and rn.scores.dtype == np.float32 and np.isfinite(rn.scores).all()
+    assert int(np.argmax(rd.scores)) == 7 and rd.scores.max() > 10 * rn.scores.max()
+    for key in ("marginal_error", "objective_before", "objective_after", "eps", "concentration"):
+        assert np.isfinite(rd.diagnostics[key]), key
+    n = rd.diagnostics["memory_size"]
+    assert n == method.prototypes.shape[0] and 1.0 / n <= rd.diagnostics["concentration"] <= 1.0 + 1e-6
+
+
+def test_refinement_changes_the_scores_and_lam_zero_keeps_the_reconstruction():
+    support = _support(1)
+    q = support.features[1] + 0.2 * np.random.default_rng(2).random((36, 16)).astype(np.float32)
+    base = PatchCorePlus.fit(support, PARAMS)
+    with_ot = base.score(q).scores
+    no_ot = PatchCorePlus(base.prototypes, PatchCorePlusParams(coreset_ratio=0.3, lam=0.0)).score(q).scores
+    assert not np.allclose(with_ot, no_ot, rtol=1e-3)
+    assert with_ot.mean() > no_ot.mean()  # the OT term pulls refined prototypes away from the query
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000))
+def test_permuting_prototypes_or_patches(seed):
+    rng = np.random.default_rng(seed)
+    protos = rng.random((8, 12)).astype(np.float32)
+    q = rng.random((20, 12)).astype(np.float32)
+    p = PatchCorePlusParams()
+    s = PatchCorePlus(protos, p).score(q).scores
+    s_perm = PatchCorePlus(protos[rng.permutation(8)], p).score(q).scores
+    np.testing.assert_allclose(s_perm, s, rtol=1e-3, atol=1e-4 * float(s.max()))
+    order = rng.permutation(20)
+    np.testing.assert_allclose(PatchCorePlus(protos, p).score(q[order]).scores, s[order], rtol=1e-3,
+                               atol=1e-4 * float(s.max()))
+
+
+def test_bank_round_trip_and_registry():
+    support = _support(3)
+    method = PatchCorePlus.fit(support, PARAMS)
+    again = method_class("patchcore+").from_arrays(method.arrays(), PARAMS)
+    q = support.features[1]
+    np.testing.assert_array_equal(again.score(q).scores, method.score(q).scores)
+    assert make_params("patchcore+", {"lam": 0.1}).lam == 0.1
+
+
+@pytest.mark.parametrize("bad", [{"em_iters": 0}, {"eps_rel": 0.0}, {"step_scale": 2.0}])
+def test_bad_params_name_the_value(bad):
+    with pytest.raises(EdgeFoctError, match=next(iter(bad))):
+        make_params("patchcore+", bad)

@@ -1,0 +1,85 @@
+"""Threshold from normal images only: the fit rule and the guarded stream rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_foct.runtime.errors import EdgeFoctError
+from edge_foct.runtime.methods import SupportSet, make_params
+from edge_foct.runtime.threshold import StreamParams, StreamThreshold, Threshold, calibrate, override
+
+
+def support_and_views(rng, k: int, v: int = 3, q: int = 16, d: int = 8):
+    base = rng.standard_normal((q, d)).astype(np.float32)
+    feats = np.stack([base + 0.1 * rng.standard_normal((q, d)).astype(np.float32) for _ in range(k)])
+    views = feats[:, None] + 0.05 * rng.standard_normal((k, v, q, d)).astype(np.float32)
+    return SupportSet(feats, None, (4, 4)), views
+
+
+def test_fit_rule_is_a_patch_quantile_between_its_bounds(rng):
+    support, views = support_and_views(rng, k=2)
+    t = calibrate("patchcore", make_params("patchcore", {"coreset_ratio": 1.0}), support, views)
+    assert t.rule == "loo-patch-q"
+    assert len(t.samples) == 2 * 3 and len(t.self_samples) == 2 * 3
+    assert t.floor <= t.value <= t.ceiling
+    assert t.ceiling == pytest.approx(max(t.samples))  # the former rule is the stream ceiling
+    assert t.value <= max(t.samples)
+    levels = dict(t.patch_quantiles)
+    assert levels[1 - 1 / 16] == pytest.approx(t.value)
+    assert list(levels.values()) == sorted(levels.values())
+    again = Threshold.from_json(t.to_json())
+    assert again.value == pytest.approx(t.value) and again.floor == pytest.approx(t.floor)
+
+
+def test_one_shot_uses_self_views(rng):
+    support, views = support_and_views(rng, k=1)
+    t = calibrate("patchcore", make_params("patchcore"), support, views)
+    assert t.rule == "self-views-max" and t.value == pytest.approx(max(t.self_samples))
+    assert t.ceiling == pytest.approx(2 * t.value)
+
+
+def start(value=1.0, floor=0.5, ceiling=2.0) -> Threshold:
+    return Threshold(value, "loo-patch-q", floor=floor, ceiling=ceiling)
+
+
+def test_stream_rule_follows_good_scores_after_warmup(rng):
+    st = StreamThreshold(start(), StreamParams(k=3.0, warmup=20, window=64))
+    scores = 0.6 + 0.02 * rng.standard_normal(200)
+    values = [st.update(float(s)) for s in scores]
+    assert values[18] == 1.0  # warm-up: the support's value holds
+    med = np.median(scores[-64:])
+    sigma = 1.4826 * np.median(np.abs(scores[-64:] - med))
+    assert values[-1] == pytest.approx(med + 3 * sigma)
+    assert 0.6 < values[-1] < 0.8
+
+
+def test_stream_rule_guards(rng):
+    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    for s in 0.01 * rng.random(50):  # an unusually quiet stream cannot go below the floor
+        st.update(float(s))
+    assert st.value == 0.5
+    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    for s in 5.0 + rng.random(50):  # defects never enter the window
+        st.update(float(s))
+    assert st.accepted == 0 and st.value == 1.0
+    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    for s in rng.uniform(0.0, 1.0, 200):  # a wide spread saturates at the ceiling, no higher
+        st.update(float(s))
+    assert st.value <= 2.0
+
+
+def test_stream_state_round_trip(rng):
+    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    for s in 0.6 + 0.05 * rng.random(40):
+        st.update(float(s))
+    again = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    again.restore(st.state())
+    assert again.accepted == 32 and again.value == pytest.approx(st.value)
+    with pytest.raises(ValueError, match="non-finite"):
+        again.restore({"scores": np.array([0.5, np.nan])})
+
+
+def test_stream_rule_needs_bounds():
+    with pytest.raises(EdgeFoctError, match="--fixed-threshold"):
+        StreamThreshold(override(1.0))
