@@ -42,7 +42,8 @@ def stats(v: list[float]) -> dict[str, float]:
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wrn", type=Path, default=Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx")
+    ap.add_argument("--wrn", type=Path,
+                    default=Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx")
     ap.add_argument("--data", type=Path, default=root.parent / "shared" / "data" / "metal_plate")
     ap.add_argument("--methods", nargs="+", default=["patchcore", "patchcore+", "vanilla"])
     ap.add_argument("--size", type=int, default=256)
@@ -93,7 +94,8 @@ def main() -> None:
     for m in a.methods:
         w = rows[m]["wall_ms"]
         lines.append(f"| {m} | {w['backbone']['median']:.0f} | {w['method']['median']:.1f} | "
-                     f"{w['map']['median']:.1f} | {w['total']['median']:.0f} | {rows[m]['cpu_ms_per_frame']['median']:.0f} |")
+                     f"{w['map']['median']:.1f} | {w['total']['median']:.0f} | "
+                     f"{rows[m]['cpu_ms_per_frame']['median']:.0f} |")
     if "patchcore" in rows and "patchcore+" in rows:
         pc, pp = rows["patchcore"], rows["patchcore+"]
         result["ratio_wall_total"] = pp["wall_ms"]["total"]["median"] / pc["wall_ms"]["total"]["median"]

@@ -56,9 +56,9 @@ class PatchCorePlusParams:
         if self.em_iters < 1 or self.sinkhorn_iters < 1:
             raise EdgeFoctError(f"patchcore+: em_iters={self.em_iters}, sinkhorn_iters={self.sinkhorn_iters}; "
                                 "use at least 1 of each")
-        if self.eps_rel <= 0 or self.ridge_rel <= 0 or not 0 < self.step_scale < 2:
-            raise EdgeFoctError(f"patchcore+: eps_rel={self.eps_rel}, ridge_rel={self.ridge_rel} must be > 0 and "
-                                f"step_scale={self.step_scale} in (0, 2)")
+        if self.eps_rel <= 0 or self.ridge_rel <= 0 or self.lam < 0 or not 0 < self.step_scale < 2:
+            raise EdgeFoctError(f"patchcore+: eps_rel={self.eps_rel}, ridge_rel={self.ridge_rel} must be > 0, "
+                                f"lam={self.lam} >= 0 and step_scale={self.step_scale} in (0, 2)")
 
 
 def init_weights(F: np.ndarray, G: np.ndarray, ridge: float) -> np.ndarray:

@@ -154,7 +154,7 @@ def test_bank_round_trip_and_registry():
     assert make_params("patchcore+", {"lam": 0.1}).lam == 0.1
 
 
-@pytest.mark.parametrize("bad", [{"em_iters": 0}, {"eps_rel": 0.0}, {"step_scale": 2.0}])
+@pytest.mark.parametrize("bad", [{"em_iters": 0}, {"eps_rel": 0.0}, {"step_scale": 2.0}, {"lam": -1.0}])
 def test_bad_params_name_the_value(bad):
     with pytest.raises(EdgeFoctError, match=next(iter(bad))):
         make_params("patchcore+", bad)
