@@ -27,12 +27,14 @@ from sklearn.metrics import roc_auc_score
 
 from edge_foct.edge_app.backbones import resolve_backbone
 from edge_foct.edge_app.datasets import find_categories
-from edge_foct.edge_app.evaluate import FeatureStore, MethodSpec, pixel_truth, run_split, split_metrics
-from edge_foct.runtime import atomic
+from edge_foct.edge_app.evaluate import (FeatureStore, MethodSpec, draw_split, ground_truth, pixel_truth,
+                                         run_split, split_metrics)
+from edge_foct.runtime import atomic, navigator
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.foreground import make_foreground
-from edge_foct.runtime.methods import make_params, method_class
+from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.transport import concentration, transport_maps
 
 COLUMNS = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max")
 
@@ -59,34 +61,59 @@ def subset(cat, n: int):
     return dataclasses.replace(cat, test=tuple(pick(good, n // 2) + pick(bad, n - n // 2)))
 
 
+def defect_cells(cat, pre: Preprocessor) -> list[np.ndarray | None]:
+    """Per test image: (h*w,) bool, the patch-grid cells holding any defect pixel (None: no mask)."""
+    h, w = pre.grid
+    s = pre.crop // h
+    return [None if g is None else g.reshape(h, s, w, s).any((1, 3)).reshape(-1) for g in ground_truth(cat, pre)]
+
+
+def admitted_defect_patches(diags: list[dict], cells: list) -> tuple[int, int]:
+    """-> (admitted patches lying on a defect, all admitted patches), over a whole stream."""
+    bad = sum(int(c[d["admitted_patches"]].sum()) for d, c in zip(diags, cells)
+              if c is not None and d.get("admitted_patches"))
+    return bad, sum(len(d.get("admitted_patches", ())) for d in diags)
+
+
+def init_report(cat, store: FeatureStore, n: int, seed: int) -> list[dict]:
+    """Concentration of the authors' navigator at its torch-default init, full and reduced width,
+    on n test images against split 0's ct memory (DESIGN.md 2.2: 'scale matters')."""
+    sp, order = draw_split(cat, 2, 0, seed)
+    mem = method_class("ct").fit(SupportSet(store.features(sp), None, store.pre.grid), make_params("ct")).memory
+    out = []
+    for i in order[:n]:
+        q = store[cat.test[i].path]
+        for hidden in ((16, 8), (512, 256)):
+            d, _ = navigator.forward(navigator.torch_default_init(q.shape[1], hidden, seed=0), mem, q)
+            out.append({"category": cat.name, "image": cat.test[i].path.name, "hidden": list(hidden),
+                        "concentration": concentration(transport_maps(d)[1]), "uniform": 1.0 / len(mem),
+                        "D_spread_per_patch": float(d.std(axis=0).mean())})
+            print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
 def table(rows: dict, labels: list[str]) -> str:
     cats = sorted({c for c, _ in rows})
+    for m in labels:  # "mean": per split, the mean over categories
+        keys = set.intersection(*(set(rows[(c, m)]) for c in cats))
+        rows[("mean", m)] = {k: list(np.nanmean([rows[(c, m)][k] for c in cats], axis=0)) for k in keys}
     out = ["| category | method | img AUROC | px AUROC | img F1 | px F1 | Δ img (splits >= 0) | concentration "
-           "(1/M) | admitted def/good | steps | ms/img |", "|" + "---|" * 11]
-    means: dict[str, list] = {m: [] for m in labels}
+           "(1/M) | admitted images def/good | admitted patches on a defect / all | steps | ms/img |",
+           "|" + "---|" * 12]
     for c in cats + ["mean"]:
         for m in labels:
-            if c == "mean":
-                per = means[m]
-                if not per:
-                    continue
-                r = {k: [float(np.mean([p[k][s] for p in per])) for s in range(len(per[0][k]))] for k in per[0]}
-            else:
-                r = rows[(c, m)]
-                means[m].append(r)
-            base = rows[(cats[0], labels[0])] if c == "mean" else rows[(c, labels[0])]
-            base = ({k: [float(np.mean([rows[(cc, labels[0])][k][s] for cc in cats]))
-                         for s in range(len(rows[(cats[0], labels[0])][k]))] for k in base}
-                    if c == "mean" else base)
-            d = np.array(r["image_auroc"]) - np.array(base["image_auroc"])
-            cell = lambda k, f=100, n=1: (f"{np.nanmean(r[k]) * f:.{n}f}" if k in r else "–")  # noqa: E731
+            r = rows[(c, m)]
+            d = np.array(r["image_auroc"]) - np.array(rows[(c, labels[0])]["image_auroc"])
+            cell = lambda k: f"{np.nanmean(r[k]) * 100:.1f}" if k in r else "–"  # noqa: E731
             conc = f"{np.mean(r['concentration']):.3f} ({np.mean(r['uniform']):.4f})" if "concentration" in r else "–"
             adm = (f"{np.mean(r['admitted_defective']):.1f}/{np.mean(r['admitted_good']):.1f}"
                    if "admitted_defective" in r else "–")
+            patches = (f"{np.mean(r['admitted_defect_patches']):.1f} / {np.mean(r['admitted_patches']):.0f}"
+                       if "admitted_patches" in r else "–")
             steps = f"{np.mean(r['steps']):.0f}" if "steps" in r else "–"
             out.append(f"| {c} | {m} | " + " | ".join(cell(k) for k in COLUMNS)
-                       + f" | {d.mean() * 100:+.2f} ({int((d >= -1e-12).sum())}/{len(d)}) | {conc} | {adm} | {steps} | "
-                       + f"{np.mean(r['seconds_per_image']) * 1e3:.1f} |")
+                       + f" | {d.mean() * 100:+.2f} ({int((d >= -1e-12).sum())}/{len(d)}) | {conc} | {adm} | {patches}"
+                       + f" | {steps} | {np.mean(r['seconds_per_image']) * 1e3:.1f} |")
     return "\n".join(out)
 
 
@@ -102,6 +129,8 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--subset", type=int, default=0, help="test images per category (0: all)")
     ap.add_argument("--no-pixel", action="store_true", help="skip pixel metrics (faster tuning)")
+    ap.add_argument("--init-report", type=int, default=0,
+                    help="also report the paper navigator's concentration at init on this many images per category")
     ap.add_argument("--backbone", default=str(Path(__file__).resolve().parents[2] / "shared" / "weights"
                                               / "mobilenetv2-12-int8.onnx"))
     ap.add_argument("--out", type=Path, required=True)
@@ -110,7 +139,8 @@ def main() -> None:
     bb = Backbone.load(resolve_backbone(a.backbone, taps="wide", allow_download=False).path)
     pre = Preprocessor(a.size, a.size)
     fg = make_foreground()
-    run = {"command": " ".join(["python", *sys.argv]), "backbone": bb.info.to_json(), "shots": a.shots,
+    run = {"command": " ".join(["python", *sys.argv]), "shots": a.shots,
+           "backbone": {**bb.info.to_json(), "path": Path(bb.info.path).name},  # no machine paths in records
            "splits": a.splits, "seed": a.seed, "size": a.size, "views": a.views, "subset": a.subset,
            "note": "2-core CPU shared with other jobs: ms/img are noisy"}
     rows, labels, t0 = {}, [s[0] for s in specs], time.perf_counter()
@@ -119,7 +149,10 @@ def main() -> None:
         store = FeatureStore(bb, pre)
         store.ensure([t.path for t in cat.test])
         truth = None if a.no_pixel else pixel_truth(cat, pre)
+        cells = defect_cells(cat, pre)
         y = np.array([t.defective for t in cat.test])
+        if a.init_report:
+            run.setdefault("init_report", []).extend(init_report(cat, store, a.init_report, a.seed))
         for label, spec in specs:
             per = []
             uses_fg = method_class(spec.name).uses_foreground
@@ -128,6 +161,8 @@ def main() -> None:
                               views=a.views)
                 m = split_metrics(r, y, truth, pre.crop)
                 assert abs(m["image_auroc"] - roc_auc_score(y, r.image_scores)) < 1e-9
+                if r.diagnostics and "admitted_patches" in r.diagnostics[0]:
+                    m["admitted_defect_patches"], m["admitted_patches"] = admitted_defect_patches(r.diagnostics, cells)
                 for key in ("uniform", "steps", "ct_loss", "tau"):
                     if r.diagnostics and key in r.diagnostics[0]:
                         m[key] = float(np.mean([dg[key] for dg in r.diagnostics]))

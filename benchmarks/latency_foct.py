@@ -64,15 +64,16 @@ def method_only(m: int, q: int, d: int, n: int, q_step: int = 64) -> dict:
                          "gflops_per_s": flops / one["median_ms"] / 1e6,
                          "paper_image_s_extrapolated": one["median_ms"] * 200 / 1e3,
                          "paper_image_flops": METHODS["foct"].flops(m, q, d, make_params("foct", preset="paper"))}
-    out["flops"] = {k: METHODS[k.split("/")[0]].flops(m, q, d, make_params(k.split("/")[0], None, (k.split("/") + [None])[1]))
-                    for k in ("patchcore", "foct/edge", "foct/paper")}
+    specs = {"patchcore": ("patchcore", None), "foct/edge": ("foct", "edge"), "foct/paper": ("foct", "paper")}
+    out["flops"] = {k: METHODS[n].flops(m, q, d, make_params(n, None, preset)) for k, (n, preset) in specs.items()}
     return out
 
 
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wrn", type=Path, default=Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx")
+    ap.add_argument("--wrn", type=Path,
+                    default=Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx")
     ap.add_argument("--data", type=Path, default=root.parent / "shared" / "data" / "metal_plate")
     ap.add_argument("--methods", nargs="+", default=["patchcore", "foct/edge"])
     ap.add_argument("--frames", type=int, default=30)

@@ -81,7 +81,8 @@ def accuracy_table(records: list[dict[str, Any]]) -> str:
                   "| shots | method | " + " | ".join(c[1] for c in ACCURACY_COLUMNS) + " |",
                   "|" + "---|" * (2 + len(ACCURACY_COLUMNS))]
         order = list(dict.fromkeys(r["method"] for r in records))  # methods in the order they ran
-        for shots, method in sorted({(r["shots"], r["method"]) for r in records}, key=lambda t: (t[0], order.index(t[1]))):
+        pairs = sorted({(r["shots"], r["method"]) for r in records}, key=lambda t: (t[0], order.index(t[1])))
+        for shots, method in pairs:
             group = [r["metrics"] for r in records if r["shots"] == shots and r["method"] == method]
             cells = [str(shots), method]
             for k, _, s, d in ACCURACY_COLUMNS:

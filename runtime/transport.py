@@ -28,21 +28,23 @@ def cost_matrix(memory: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(sq_dists(queries, memory).T)
 
 
-def _softmax_neg(d: np.ndarray, axis: int) -> np.ndarray:
-    """softmax(-d) along ``axis``, shifted by the minimum for stability."""
-    e = np.exp(-(d - d.min(axis=axis, keepdims=True)))
+def _softmax_neg(d: np.ndarray, axis: int, scale: float = 1.0) -> np.ndarray:
+    """softmax(-scale * d) along ``axis``, shifted by the minimum for stability; one new array."""
+    e = d - d.min(axis=axis, keepdims=True)
+    e *= -scale
+    np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
 
 
-def forward_map(d: np.ndarray) -> np.ndarray:
-    """D (M, Q) -> softmax over query patches of -D, per memory row (rows sum to 1)."""
-    return _softmax_neg(d, 1)
+def forward_map(d: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """D (M, Q) -> softmax over query patches of -scale * D, per memory row (rows sum to 1)."""
+    return _softmax_neg(d, 1, scale)
 
 
-def backward_map(d: np.ndarray) -> np.ndarray:
-    """D (M, Q) -> softmax over memory rows of -D, per query patch (columns sum to 1)."""
-    return _softmax_neg(d, 0)
+def backward_map(d: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """D (M, Q) -> softmax over memory rows of -scale * D, per query patch (columns sum to 1)."""
+    return _softmax_neg(d, 0, scale)
 
 
 def transport_maps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +96,7 @@ def nn_cost_scale(cost: np.ndarray) -> float:
 
 def soft_nn_from_cost(cost: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """cost (M, Q) -> scores (Q,), max_prob (Q,) of P = softmax_i(-C / tau) per column."""
-    p = _softmax_neg(cost / tau, 0)
+    p = backward_map(cost, 1.0 / tau)
     return transport_scores(cost, p), p.max(axis=0)
 
 

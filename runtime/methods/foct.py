@@ -17,8 +17,10 @@ PatchCore). Presets:
 - ``edge``: navigator initialised to D = C / tau, tau = ``tau_ratio`` x the query's median
   nearest-neighbour cost, so step 0 is a soft nearest neighbour; ``steps`` warm AdamW steps
   (0 by default: fitting did not pay, benchmarks/README.md); one fit shared by selection and
-  scoring (the query is scored, then admitted). With steps = 0 no MLP runs: ``soft_nn_from_cost``
-  on the same cost matrix PatchCore computes.
+  scoring (the query is scored, then admitted). With steps = 0 no MLP runs: the soft-NN maps
+  (``transport.soft_nn_scores``' numbers) come from the same cost matrix PatchCore computes.
+  Sparse pairs (each query's k nearest rows) are not offered: at steps = 0 the dense soft NN
+  costs one GEMM, the one needed to find those k rows anyway, so sparsity saves nothing.
 
 Foreground masks (foct): a support mask covering less than ``min_fg_fraction`` or more than
 ``max_fg_fraction`` of the patch grid is unusable (a failed estimate, or a product or texture
@@ -41,7 +43,7 @@ from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
 from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
 from ..transport import (backward_map, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
-                         nn_cost_scale, soft_nn_from_cost, transport_maps, transport_scores)
+                         nn_cost_scale, transport_maps, transport_scores)
 from .base import Method, PatchScores, SupportSet
 
 log = logging.getLogger(__name__)
@@ -181,12 +183,13 @@ class TransportMethod(Method):
         p = self.params
         cost = cost_matrix(mem, feats)  # (M, Q)
         tau = p.tau_ratio * nn_cost_scale(cost)
-        if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: the fused soft-NN path
-            scores, max_prob = soft_nn_from_cost(cost, tau)
-            fwd = forward_map(cost / tau)  # (M, Q), for the CT loss and the selection
-            sel = fwd if p.select_map == "forward" else backward_map(cost / tau)
-            loss = p.rho * float(np.einsum("ij,ij->i", fwd, cost).mean()) + (1 - p.rho) * float(scores.mean())
-            return _Fit(scores.astype(np.float32), best_queries(sel), float(max_prob.mean()), loss, 0, tau)
+        if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: D = C / tau, a soft nearest neighbour
+            # the numbers of soft_nn_scores(mem, feats, tau), with the backward map kept for the selection
+            bwd, fwd = backward_map(cost, 1.0 / tau), forward_map(cost, 1.0 / tau)  # (M, Q) each
+            scores = transport_scores(cost, bwd)  # (Q,)
+            sel = fwd if p.select_map == "forward" else bwd
+            return _Fit(scores.astype(np.float32), best_queries(sel), concentration(bwd),
+                        ct_loss(cost, fwd, bwd, p.rho), 0, tau)
         dim, hidden = mem.shape[1], (p.hidden1, p.hidden2)
         nav = (navigator.soft_nn_init(dim, hidden, tau) if p.navigator_init == "soft_nn"  # warm start
                else navigator.torch_default_init(dim, hidden, seed=[p.seed, self.queries_seen, len(mem)]))
@@ -196,29 +199,31 @@ class TransportMethod(Method):
         return _Fit(transport_scores(cost, bwd).astype(np.float32), best_queries(sel), concentration(bwd),
                     ct_loss(cost, fwd, bwd, p.rho), p.steps, tau)
 
-    def _admit(self, fit: _Fit, feats: np.ndarray, row_fg: np.ndarray) -> tuple[int, int]:
+    def _admit(self, fit: _Fit, feats: np.ndarray, row_fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> the query patch indices admitted to the fg and the bg part."""
         p = self.params
         allowed = admissible(fit.scores, self.gate, p.gate_patch_ratio, p.gate_image_ratio)
         fg_idx, bg_idx = select_candidates(*fit.best, row_fg, p.k_fg, p.k_bg, allowed)
         self.episodic.add(feats[fg_idx], feats[bg_idx])
-        return len(fg_idx), len(bg_idx)
+        return fg_idx, bg_idx
 
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
         feats = np.ascontiguousarray(features, np.float32)  # (Q, D)
         learn = self.online and update
-        steps, n_fg, n_bg = 0, 0, 0
+        steps, fg_idx, bg_idx = 0, np.zeros(0, np.int64), np.zeros(0, np.int64)
         if learn and self.params.two_fits:  # paper order: select on the semantic memory, admit, then score
             first = self._transport(self.memory, feats)
-            n_fg, n_bg = self._admit(first, feats, self.memory_fg)
+            fg_idx, bg_idx = self._admit(first, feats, self.memory_fg)
             steps += first.steps
         mem, mem_fg = self._rows()
         fit = self._transport(mem, feats)
         if learn and not self.params.two_fits:  # edge order: score, then admit from the same fit
-            n_fg, n_bg = self._admit(fit, feats, mem_fg)
+            fg_idx, bg_idx = self._admit(fit, feats, mem_fg)
         self.queries_seen += 1
         diag = {"concentration": fit.concentration, "uniform": 1.0 / len(mem), "ct_loss": fit.ct_loss,
-                "steps": steps + fit.steps, "admitted": n_fg + n_bg, "admitted_fg": n_fg,
-                "admitted_bg": n_bg, "memory_size": len(mem), "tau": fit.tau}
+                "steps": steps + fit.steps, "admitted": len(fg_idx) + len(bg_idx), "admitted_fg": len(fg_idx),
+                "admitted_bg": len(bg_idx), "memory_size": len(mem), "tau": fit.tau,
+                "admitted_patches": sorted(int(j) for j in np.r_[fg_idx, bg_idx])}  # row-major grid indices
         return PatchScores(fit.scores, diag)
 
     # --- online state -----------------------------------------------------------------------

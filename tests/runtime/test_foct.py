@@ -88,6 +88,7 @@ def test_online_memory_grows_only_on_update_and_respects_capacity():
     for _ in range(4):
         r = m.score(rng.standard_normal((100, 8)).astype(np.float32))
         assert r.diagnostics["admitted"] == r.diagnostics["admitted_fg"] + r.diagnostics["admitted_bg"] > 0
+        assert len(set(r.diagnostics["admitted_patches"])) == r.diagnostics["admitted"]
         sizes.append(len(m.episodic))
     assert max(sizes) <= 50 and sizes[0] < sizes[1]
 
