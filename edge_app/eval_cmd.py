@@ -33,7 +33,8 @@ from edge_foct.runtime.preprocess import Preprocessor
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .datasets import Category, find_categories
-from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth, run_split, split_metrics
+from .eval_pool import Context, Task, TaskResult, default_jobs, run_tasks
+from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth
 from .machine_info import machine_info
 from .report import accuracy_table, plot_scores, summarise, write_results
 
@@ -88,10 +89,11 @@ def _record(cat: Category, spec: MethodSpec, shots: int, per_split: list[dict], 
 
 def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], splits: int, seed: int,
                   bb: Backbone, pre: Preprocessor, views: int, pro_limit: float, out: Path,
-                  foreground: Any, fg_note: str, batch: int) -> list[dict[str, Any]]:
+                  foreground: Any, fg_note: str, batch: int, jobs: int = 1) -> list[dict[str, Any]]:
     with tqdm(total=len(cat.test), desc=f"{cat.name}: test features", unit="img", file=sys.stderr) as bar:
         store = FeatureStore(bb, pre, batch, progress=bar.update)
         store.ensure([t.path for t in cat.test])
+    store.progress = None
     truth = pixel_truth(cat, pre)
     labels = np.array([t.defective for t in cat.test])
     notes = []
@@ -99,41 +101,34 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
         notes.append("pixel metrics skipped: the category has no ground-truth masks")
     elif truth.skipped:
         notes.append(f"{truth.skipped} defective image(s) without a usable mask left out of the pixel metrics")
+    tasks = [Task(k, spec, split, i) for k in shots for i, spec in enumerate(specs) for split in range(splits)]
+    ctx = Context(cat, store, truth, labels, seed, views, pro_limit, foreground)
+    done: dict[tuple[int, int, int], TaskResult] = {}  # (shots, index in specs, split) -> result
+    with tqdm(total=len(tasks), desc=f"{cat.name}: runs ({jobs} jobs)", unit="run", file=sys.stderr) as bar:
+        for r in run_tasks(ctx, tasks, jobs):
+            done[(r.task.shots, r.task.index, r.task.split)] = r
+            bar.set_postfix_str(f"done {r.task.shots}-shot {r.task.spec.label} split {r.task.split}")
+            bar.update(1)
     records = []
-    bar = tqdm(total=len(shots) * len(specs) * splits, desc=f"{cat.name}: runs", unit="run", file=sys.stderr)
     for k in shots:
         plot_scores_, plot_thr = {}, {}
-        for spec in specs:
-            uses_fg = method_class(spec.name).uses_foreground
-            rules: Counter = Counter()
-
-            def fg_logged(crop, _fn=foreground, _rules=rules):
-                mask, rule = _fn(crop)
-                _rules[rule] += 1
-                return mask, rule
-
-            per_split, supports = [], []
-            for split in range(splits):
-                bar.set_postfix_str(f"{k}-shot {spec.label} split {split}")
-                r = run_split(cat, store, spec, k, split, seed,
-                              foreground=fg_logged if uses_fg and foreground is not None else None, views=views)
-                per_split.append(split_metrics(r, labels, truth, pre.crop, pro_limit))
-                supports.append([p.name for p in draw_split(cat, k, split, seed)[0]])
-                if split == 0:
-                    plot_scores_[spec.label], plot_thr[spec.label] = r.image_scores, r.threshold
-                bar.update(1)
-            extra = {"foreground": {"source": fg_note, "rules": dict(rules)}} if uses_fg else {}
-            records.append(_record(cat, spec, k, per_split, supports, list(notes), extra))
+        for i, spec in enumerate(specs):
+            runs = [done[(k, i, split)] for split in range(splits)]
+            rules = sum((Counter(r.foreground_rules) for r in runs), Counter())
+            supports = [[p.name for p in draw_split(cat, k, split, seed)[0]] for split in range(splits)]
+            plot_scores_[spec.label], plot_thr[spec.label] = runs[0].image_scores, runs[0].threshold
+            extra = ({"foreground": {"source": fg_note, "rules": dict(rules)}}
+                     if method_class(spec.name).uses_foreground else {})
+            records.append(_record(cat, spec, k, [r.metrics for r in runs], supports, list(notes), extra))
         plot_scores(out / "plots" / f"{cat.name}-{k}shot.png", f"{cat.name}, {k}-shot, split 0 (raw scores)",
                     labels, plot_scores_, plot_thr)
-    bar.close()
-    del store  # free this category's features before the next
+    del store, ctx  # free this category's features before the next
     return records
 
 
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
              splits: int, seed: int, backbone: str | None, size: int, resize: int | None, views: int,
-             out: Path, pro_limit: float = 0.3, batch: int = 8) -> list[dict[str, Any]]:
+             out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
@@ -157,7 +152,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
-        "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit,
+        "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit, "jobs": jobs,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description},
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
@@ -165,10 +160,10 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
     records: list[dict[str, Any]] = []
     for cat in cats:
         records += eval_category(cat, specs, shots, splits, seed, bb, pre, views, pro_limit, out,
-                                 foreground, fg_note, batch)
+                                 foreground, fg_note, batch, jobs)
         run["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU time: the honest number on a shared machine
-        run["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        run["cpu_seconds"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)  # this process + its workers
         run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         write_results(out / "results.json", run, records)
         atomic.write_bytes(out / "results.md", accuracy_table(records).encode())
@@ -194,10 +189,12 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--size", type=int, default=256, show_default=True, help="Crop size (network input).")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
+@click.option("--jobs", type=int, default=0, show_default=True,
+              help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, out) -> None:
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, out) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 1 for k in shots):
         raise EdgeFoctError("--splits and --shots must be >= 1")
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
-             backbone, size, resize, views, out)
+             backbone, size, resize, views, out, jobs=jobs or default_jobs())

@@ -38,7 +38,7 @@ class FeatureStore:
                  progress: Callable[[int], None] | None = None) -> None:
         self.backbone, self.pre, self.batch = backbone, pre, batch
         self._feats: dict[Any, np.ndarray] = {}
-        self._progress = progress
+        self.progress = progress
 
     def _embed(self, keys: list[Any], load: Callable[[Any], np.ndarray]) -> None:
         todo = [k for k in keys if k not in self._feats]
@@ -48,8 +48,8 @@ class FeatureStore:
             f = self.backbone.features(x)  # (B, h, w, D)
             for k, fk in zip(chunk, f.reshape(f.shape[0], -1, f.shape[-1])):
                 self._feats[k] = fk
-            if self._progress:
-                self._progress(len(chunk))
+            if self.progress:
+                self.progress(len(chunk))
 
     def features(self, paths: list) -> np.ndarray:
         """-> (N, Q, D)."""

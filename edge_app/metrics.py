@@ -94,10 +94,19 @@ def _aupro_sorted(pos: np.ndarray, cum: np.ndarray, neg: np.ndarray, limit: floa
     # distinct negative scores of the top `limit` fraction (the group at `start` crosses it).
     start = max(0, int(np.floor(n * (1.0 - limit))) - 1)
     tail = neg[start:]
-    t = tail[np.r_[True, tail[1:] != tail[:-1]]][::-1]  # (T,) distinct thresholds, descending
-    fpr = (n - np.searchsorted(neg, t, "left")) / n  # (T,) ascending, last one > limit
-    pro_ge = cum[-1] - cum[np.searchsorted(pos, t, "left")]  # PRO with score >= t
-    pro_gt = cum[-1] - cum[np.searchsorted(pos, t, "right")]  # PRO with score > t: the point before
+    first = np.flatnonzero(np.r_[True, tail[1:] != tail[:-1]])  # (T,) first index of each distinct value
+    t_asc = tail[first]  # (T,) distinct thresholds, ascending
+    below_neg = start + first  # negatives < t: known from the sort, except for a group that began before start
+    below_neg[0] = np.searchsorted(neg, t_asc[0], "left")
+    # Positives < t and <= t for every threshold, by bucketing the P positives among the T
+    # thresholds (P log T) rather than searching T thresholds among the positives (T log P, T ~ 0.3 N).
+    T = len(t_asc)
+    lt = np.cumsum(np.bincount(np.searchsorted(t_asc, pos, "right"), minlength=T + 1))[:T]  # pos < t_k
+    le = np.cumsum(np.bincount(np.searchsorted(t_asc, pos, "left"), minlength=T + 1))[:T]  # pos <= t_k
+    t_rev = slice(None, None, -1)  # descending thresholds: FPR ascending
+    fpr = (n - below_neg[t_rev]) / n  # (T,) ascending, last one > limit
+    pro_ge = cum[-1] - cum[lt[t_rev]]  # PRO with score >= t
+    pro_gt = cum[-1] - cum[le[t_rev]]  # PRO with score > t: the point before
     # Between consecutive negative thresholds the curve steps up vertically (positives only, no
     # area), then runs straight from (fpr[k-1], pro_gt[k]) to (fpr[k], pro_ge[k]).
     x0 = np.r_[0.0, fpr[:-1]]

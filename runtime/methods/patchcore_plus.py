@@ -15,7 +15,8 @@ then mean squared distances) was measured and made the scores worse than PatchCo
 
 - init   W0 = F (G + ridge I)^-1 with F = f M^T (m, n), G = M M^T (n, n): no inverse; the solve
   (G + ridge I) X = M is done once per bank, then W0 = f X^T comes out of the same GEMM as F.
-- E-step T = Sinkhorn(C(W)), log domain, uniform marginals, fixed iteration count, eps fixed per
+- E-step T = Sinkhorn(C(W)) (``sinkhorn_warm``: log-domain iterates, one exp per E-step), uniform
+  marginals, fixed iteration count, eps fixed per
   query at eps_rel * median(C(W0)) (relative to the cost scale, one OT_eps for the whole EM).
 - M-step one gradient step, grad_W L = 2 (W G - F) + 2 lam (diag(b) W G - T^T G), b = T^T 1.
   Step: rows of W decouple and row j has Hessian 2 (1 + lam b_j) G, so grad L is Lipschitz with
@@ -36,7 +37,7 @@ import numpy as np
 from ..coreset import coreset_size, greedy_coreset
 from ..errors import EdgeFoctError
 from ..knn import sq_norms
-from ..sinkhorn import sinkhorn_log
+from ..sinkhorn import sinkhorn_warm
 from .base import Method, PatchScores, SupportSet
 
 
@@ -144,10 +145,9 @@ def refine(f: np.ndarray, P: Prototypes, p: PatchCorePlusParams) -> tuple[np.nda
     pot_f, pot_g = np.zeros(n, C.dtype), np.zeros(W.shape[0], C.dtype)
     before = None
     for _ in range(p.em_iters):
-        # E-step, warm-started from the last potentials: Sinkhorn on C - f - g from zero potentials
-        # is Sinkhorn on C from (f, g), same plan, so the EM accumulates iterations across steps
-        ot = sinkhorn_log(C - pot_f[:, None] - pot_g[None, :], None, None, eps, p.sinkhorn_iters)
-        pot_f, pot_g = pot_f + ot.f, pot_g + ot.g
+        # E-step, warm-started from the last potentials, so the EM accumulates iterations across steps
+        ot = sinkhorn_warm(C, None, None, eps, p.sinkhorn_iters, pot_f, pot_g)
+        pot_f, pot_g = ot.f, ot.g
         if before is None:
             before = objective(W, WG, F, f_sq, ot.plan, C, p.lam)
         step = p.step_scale / lipschitz(P.sigma_max, ot.plan, p.lam)

@@ -130,3 +130,18 @@ def test_foreground_methods_get_masks_and_log_their_rules(demo_category, random_
                    "--splits", "2")
     fg = got["records"][0]["foreground"]
     assert "make_foreground" in fg["source"] and sum(fg["rules"].values()) == 2 * 2
+
+
+def test_worker_processes_give_the_results_of_one_process(demo_category, random_backbone, tmp_path):
+    """--jobs 2 (forked workers, one BLAS thread each) = --jobs 1, up to float rounding, for an
+    offline, a transductive and an online method, records in the same order."""
+    args = ("--methods", "patchcore", "patchcore+", "foct/edge", "--shots", "1", "2", "--splits", "2")
+    one, _ = _eval(demo_category, random_backbone, tmp_path / "one", *args, "--jobs", "1")
+    two, _ = _eval(demo_category, random_backbone, tmp_path / "two", *args, "--jobs", "2")
+    assert one["run"]["jobs"] == 1 and two["run"]["jobs"] == 2
+    assert [(r["shots"], r["method"]) for r in one["records"]] == [(r["shots"], r["method"]) for r in two["records"]]
+    for a, b in zip(one["records"], two["records"]):
+        assert a["support"] == b["support"] and a.get("foreground") == b.get("foreground")
+        for k in ("image_auroc", "pixel_auroc", "aupro", "threshold", "admitted_defective"):
+            if k in a["metrics"]:
+                np.testing.assert_allclose(a["metrics"][k]["per_split"], b["metrics"][k]["per_split"], rtol=1e-4)

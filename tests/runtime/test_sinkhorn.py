@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_foct.runtime.sinkhorn import SinkhornResult, sinkhorn_log, softmin
+from edge_foct.runtime.sinkhorn import SinkhornResult, sinkhorn_log, sinkhorn_warm, softmin
 
 
 def _problem(seed: int, n: int, m: int, scale: float = 1.0, dtype=np.float32):
@@ -129,3 +129,41 @@ def test_shifted_cost_is_a_warm_start():
     np.testing.assert_allclose(cont.plan, whole.plan, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(first.f + cont.f, whole.f, rtol=1e-9, atol=1e-9)
     assert cont.marginal_error == pytest.approx(whole.marginal_error, rel=1e-6)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+@pytest.mark.parametrize("n_iter", [1, 2, 5, 40])
+def test_warm_has_the_log_domain_iterates(uniform, n_iter):
+    """sinkhorn_warm from (f0, g0) = sinkhorn_log on C - f0 - g0, potentials returned as totals."""
+    cost, a, b = _problem(11, 37, 90)
+    a, b = (None, None) if uniform else (a, b)
+    eps = 0.1 * float(np.median(cost))
+    rng = np.random.default_rng(1)
+    f0, g0 = (rng.standard_normal(37) * eps).astype(np.float32), (rng.standard_normal(90) * eps).astype(np.float32)
+    want = sinkhorn_log(cost - f0[:, None] - g0[None, :], a, b, eps, n_iter)
+    got = sinkhorn_warm(cost, a, b, eps, n_iter, f0, g0)
+    assert got.plan.dtype == np.float32 and got.f.dtype == np.float32
+    np.testing.assert_allclose(got.plan, want.plan, rtol=2e-3, atol=1e-7)
+    np.testing.assert_allclose(got.f, f0 + want.f, atol=1e-4 * eps * 40)
+    np.testing.assert_allclose(got.g, g0 + want.g, atol=1e-4 * eps * 40)
+    assert got.marginal_error == pytest.approx(want.marginal_error, rel=2e-2, abs=1e-6)
+    cold = sinkhorn_warm(cost, a, b, eps, n_iter)  # no start: sinkhorn_log itself
+    np.testing.assert_allclose(cold.plan, sinkhorn_log(cost, a, b, eps, n_iter).plan, rtol=2e-3, atol=1e-7)
+
+
+def test_warm_falls_back_to_the_log_domain_when_the_kernel_underflows(monkeypatch):
+    """A column ~1e4 eps away from every row: exp underflows even in float64; the result is still
+    the log-domain one (finite, columns summing to b)."""
+    from edge_foct.runtime import sinkhorn as module
+
+    cost, _, _ = _problem(12, 8, 10, dtype=np.float32)
+    eps = 0.01 * float(np.median(cost))
+    cost[:, 3] += 1e4 * eps
+    calls = []
+    monkeypatch.setattr(module, "sinkhorn_log", lambda *a: calls.append(1) or sinkhorn_log(*a))
+    got = sinkhorn_warm(cost, None, None, eps, 6)
+    assert calls == [1]  # the fallback ran
+    want = sinkhorn_log(cost, None, None, eps, 6)
+    assert np.isfinite(got.plan).all() and np.isfinite(got.f).all() and np.isfinite(got.g).all()
+    np.testing.assert_allclose(got.plan, want.plan, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(got.plan.sum(axis=0), 1 / 10, rtol=1e-3)  # float32 costs ~1e4 eps

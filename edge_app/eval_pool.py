@@ -1,0 +1,123 @@
+"""The runs of one category (shots x method x split) on ``jobs`` worker processes.
+
+Each run (run_split + split_metrics) depends only on the category's features, which the parent
+computes first (test images, support images and their jittered views: ``prepare``), so the
+workers are forked after that and read the features copy-on-write: no backbone runs in a worker
+and nothing large is sent between processes (a run returns its metrics and, for split 0, its image
+scores for the plot). Workers limit BLAS to one thread each (threadpoolctl, when installed), so
+``jobs`` processes use ``jobs`` cores. ``jobs = 1`` runs everything in this process.
+
+Results do not depend on ``jobs`` beyond float rounding: every run is seeded by (seed, shots, split)
+and each online method sees its own stream from a fresh fit.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_foct.runtime.methods import method_class
+
+from .datasets import Category
+from .evaluate import FeatureStore, MethodSpec, PixelTruth, draw_split, run_split, split_metrics
+
+
+@dataclass(frozen=True)
+class Task:
+    shots: int
+    spec: MethodSpec
+    split: int
+    index: int = 0  # the spec's position in the run's method list (a method may be listed twice)
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    metrics: dict[str, Any]
+    foreground_rules: dict[str, int]  # rule -> support images it decided (methods using masks)
+    image_scores: np.ndarray | None  # (N,) split 0 only, for the plot
+    threshold: float
+
+
+@dataclass
+class Context:
+    """What every run of one category reads (inherited by forked workers, never pickled)."""
+
+    category: Category
+    store: FeatureStore
+    truth: PixelTruth | None
+    labels: np.ndarray  # (N,) bool
+    seed: int
+    views: int
+    pro_limit: float
+    foreground: Callable[[np.ndarray], tuple[np.ndarray, str]] | None
+
+
+_CONTEXT: Context | None = None  # set in the parent before the pool forks
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def prepare(ctx: Context, tasks: list[Task]) -> None:
+    """Compute every feature the runs will read (test images, supports, support views) here."""
+    store, cat = ctx.store, ctx.category
+    store.ensure([t.path for t in cat.test])
+    for shots, split in dict.fromkeys((t.shots, t.split) for t in tasks):
+        support, _ = draw_split(cat, shots, split, ctx.seed)
+        store.ensure(support)
+        for i, p in enumerate(support):
+            store.views(p, ctx.views, seed=ctx.seed + i)  # the keys run_split asks for
+
+
+def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
+    ctx = ctx or _CONTEXT
+    assert ctx is not None, "run_task outside a prepared context"
+    rules: Counter = Counter()
+    fg = None
+    if method_class(task.spec.name).uses_foreground and ctx.foreground is not None:
+        def fg(crop: np.ndarray, _fn=ctx.foreground) -> tuple[np.ndarray, str]:
+            mask, rule = _fn(crop)
+            rules[rule] += 1
+            return mask, rule
+    r = run_split(ctx.category, ctx.store, task.spec, task.shots, task.split, ctx.seed, foreground=fg,
+                  views=ctx.views)
+    m = split_metrics(r, ctx.labels, ctx.truth, ctx.store.pre.crop, ctx.pro_limit)
+    return TaskResult(task, m, dict(rules), r.image_scores if task.split == 0 else None, r.threshold)
+
+
+def _one_blas_thread() -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # without it each worker keeps BLAS's default thread count
+        return
+    threadpool_limits(1)
+
+
+def run_tasks(ctx: Context, tasks: list[Task], jobs: int) -> Iterator[TaskResult]:
+    """Yields the results as runs finish (any order). jobs > 1: forked workers (POSIX)."""
+    global _CONTEXT
+    prepare(ctx, tasks)
+    if jobs <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for t in tasks:
+            yield run_task(t, ctx)
+        return
+    _CONTEXT = ctx
+    try:
+        with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_one_blas_thread) as pool:
+            # the most expensive runs first (more shots, a larger memory), so the pool drains evenly
+            order = sorted(tasks, key=lambda t: -t.shots)
+            for fut in as_completed([pool.submit(run_task, t) for t in order]):
+                yield fut.result()
+    finally:
+        _CONTEXT = None
