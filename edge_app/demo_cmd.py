@@ -59,3 +59,6 @@ def command(data, out, backbone, method, preset, shots, seed, size) -> None:
     click.echo(f"  results        : {out / 'predict' / 'results.jsonl'} (maps/, overlays/ beside it)")
     if session.warning:
         click.echo(f"  WARNING        : {session.warning}")
+        click.echo("  next           : give it ImageNet features: `edge-foct prepare-backbone MODEL.onnx --out bb.onnx`"
+                   " (a classification ONNX, e.g. MobileNetV2), then `edge-foct demo --backbone bb.onnx`,"
+                   " or set EDGE_FOCT_BACKBONE")

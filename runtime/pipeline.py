@@ -60,3 +60,15 @@ class Inspector:
                    "map": ms(t3, t4), "total": ms(t0, t4)}
         return Inspection(score, score > self.threshold, self.threshold, patch, amap, crop,
                           timings, result.diagnostics)
+
+    def warm_up(self) -> float:
+        """One mid-grey frame through every stage, learning nothing: the engines' first-run
+        allocations (and a GPU backend's kernel compilation) happen here, not on the first real
+        frame. -> milliseconds it took."""
+        t0 = time.perf_counter()
+        grey = np.full((self.pre.resize, self.pre.resize, 3), 128, np.uint8)
+        feats = self.backbone.features(self.pre.normalise(self.pre.crop_rgb(grey)))[0]  # (h, w, D)
+        h, w, d = feats.shape
+        patch = self.method.score(feats.reshape(h * w, d), update=False).scores.reshape(h, w)
+        anomaly_map(patch, (self.pre.crop, self.pre.crop))
+        return (time.perf_counter() - t0) * 1e3

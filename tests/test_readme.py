@@ -40,7 +40,7 @@ def test_setup_main_job_runs(tmp_path):
     demo = block("<!-- setup:")[0].split("&&")[-1].strip()
     res = sh(demo, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "image AUROC" in res.stdout and "untrained" in res.stdout
+    assert "image AUROC" in res.stdout and "untrained" in res.stdout and "prepare-backbone" in res.stdout
     assert (tmp_path / "edge-foct-demo" / "predict" / "results.jsonl").is_file()
 
 

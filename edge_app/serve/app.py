@@ -94,6 +94,8 @@ class ServeApp:
                  f"from {stream.accepted} stream scores" if stream else "fixed")
         log.info("threshold %.4g (%s, from %d support images); %s", learnt.value if o.threshold is None
                  else o.threshold, rule, len(bank.manifest.get("support", [])), adapt)
+        log.info("warm-up frame: %.0f ms (engines and kernels ready before the first real frame)",
+                 inspector.warm_up())
         self.source.open()  # a camera that does not exist fails here, before any thread starts
         run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         info = {"source": self.source.name, "bank": str(o.bank), "method": bank.method_name,

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_foct.edge_app import doctor_cmd
@@ -136,3 +137,16 @@ def test_predict_takes_the_options(bank, demo_category, tmp_path, caplog):
     assert "onnxruntime [CPUExecutionProvider] (TensorRT: " in engine  # the reason it was not taken
     assert "compute backend: numpy reference (asked for)" in lines
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_warm_up_runs_every_stage_and_learns_nothing(tmp_path, random_backbone, demo_category):
+    """Inspector.warm_up (serve calls it before the first frame): the online memory is unchanged."""
+    bank_dir = make_bank(random_backbone, demo_category, tmp_path / "bank", method="foct")
+    inspector = open_session(bank_dir, compute="numpy").inspector
+    before = {k: v.copy() for k, v in inspector.method.episodic_state().items()}
+    ms = inspector.warm_up()
+    after = inspector.method.episodic_state()
+    assert ms > 0 and before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    first = inspector.inspect(read_image(list_images([str(demo_category / "test" / "defect")])[0]))
+    assert first.diagnostics["admitted"] >= 0 and np.isfinite(first.score)
