@@ -196,5 +196,7 @@ def command(data, elpv, categories, methods, shots, splits, seed, backbone, size
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 1 for k in shots):
         raise EdgeFoctError("--splits and --shots must be >= 1")
+    if jobs < 0:
+        raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
              backbone, size, resize, views, out, jobs=jobs or default_jobs())
