@@ -49,6 +49,9 @@ class Method(ABC):
     online: ClassVar[bool] = False
     #: True when ``fit`` uses the support set's foreground masks
     uses_foreground: ClassVar[bool] = False
+    #: memory-size ratios (Params fields) that the threshold's leave-one-out fits scale by K / (K - 1),
+    #: so a memory of K - 1 images keeps the full memory's row count (runtime/threshold.py)
+    loo_matched_capacity: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod

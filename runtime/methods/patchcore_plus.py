@@ -164,6 +164,8 @@ def refine(f: np.ndarray, P: Prototypes, p: PatchCorePlusParams) -> tuple[np.nda
 class PatchCorePlus(Method):
     name = "patchcore+"
     Params = PatchCorePlusParams
+    #: a reconstruction's residual grows as the memory it mixes shrinks: threshold LOO fits keep its size
+    loo_matched_capacity = ("coreset_ratio",)
     #: "no-ot": the ablation without the transport term (seed 001 Table 2, row "W* without T*")
     PRESETS = {"no-ot": {"lam": 0.0}}
 

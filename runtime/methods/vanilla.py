@@ -59,6 +59,8 @@ def ridge_residuals(f: np.ndarray, memory: np.ndarray, gram: np.ndarray, ridge: 
 class Vanilla(Method):
     name = "vanilla"
     Params = VanillaParams
+    #: a reconstruction's residual grows as the memory it mixes shrinks: threshold LOO fits keep its size
+    loo_matched_capacity = ("coreset_ratio",)
 
     def __init__(self, memory: np.ndarray, params: VanillaParams) -> None:
         self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (k, c)

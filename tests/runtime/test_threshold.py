@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 from edge_foct.runtime.errors import EdgeFoctError
-from edge_foct.runtime.methods import SupportSet, make_params
-from edge_foct.runtime.threshold import StreamParams, StreamThreshold, Threshold, calibrate, override
+from edge_foct.runtime.methods import SupportSet, make_params, method_class
+from edge_foct.runtime.threshold import (StreamParams, StreamThreshold, Threshold, calibrate, loo_fit_params,
+                                         override)
 
 
-def support_and_views(rng, k: int, v: int = 3, q: int = 16, d: int = 8):
+def support_and_views(rng, k: int, v: int = 3, side: int = 4, d: int = 8):
+    q = side * side
     base = rng.standard_normal((q, d)).astype(np.float32)
     feats = np.stack([base + 0.1 * rng.standard_normal((q, d)).astype(np.float32) for _ in range(k)])
     views = feats[:, None] + 0.05 * rng.standard_normal((k, v, q, d)).astype(np.float32)
-    return SupportSet(feats, None, (4, 4)), views
+    return SupportSet(feats, None, (side, side)), views
 
 
 def test_fit_rule_is_a_patch_quantile_between_its_bounds(rng):
@@ -37,6 +39,23 @@ def test_one_shot_uses_self_views(rng):
     t = calibrate("patchcore", make_params("patchcore"), support, views)
     assert t.rule == "self-views-max" and t.value == pytest.approx(max(t.self_samples))
     assert t.ceiling == pytest.approx(2 * t.value)
+
+
+@pytest.mark.parametrize("method", ["patchcore+", "vanilla"])
+def test_reconstruction_methods_keep_the_memory_size_when_leaving_one_out(rng, method, monkeypatch):
+    """K = 2: each leave-one-out memory (1 image) has the full memory's rows (ratio x 2)."""
+    support, views = support_and_views(rng, k=2, side=8)
+    params = make_params(method)
+    cls = method_class(method)
+    rows, real_fit = [], cls.fit
+    monkeypatch.setattr(cls, "fit", classmethod(lambda c, s, p: rows.append(
+        (s.features.shape[0], len(real_fit(s, p).arrays()["prototypes" if method == "patchcore+" else "memory"])))
+        or real_fit(s, p)))
+    calibrate(method, params, support, views)
+    full, loo = rows[0], rows[1:]
+    assert full[0] == 2 and [k for k, _ in loo] == [1, 1] and all(n == full[1] for _, n in loo)
+    assert loo_fit_params(cls, params, 4).coreset_ratio == pytest.approx(params.coreset_ratio * 4 / 3)
+    assert loo_fit_params(method_class("patchcore"), make_params("patchcore"), 2) == make_params("patchcore")
 
 
 def start(value=1.0, floor=0.5, ceiling=2.0) -> Threshold:
