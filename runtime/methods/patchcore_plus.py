@@ -16,8 +16,8 @@ then mean squared distances) was measured and made the scores worse than PatchCo
 - init   W0 = F (G + ridge I)^-1 with F = f M^T (m, n), G = M M^T (n, n): no inverse; the solve
   (G + ridge I) X = M is done once per bank, then W0 = f X^T comes out of the same GEMM as F.
 - E-step T = Sinkhorn(C(W)) (``sinkhorn_warm``: log-domain iterates, one exp per E-step), uniform
-  marginals, fixed iteration count, eps fixed per
-  query at eps_rel * median(C(W0)) (relative to the cost scale, one OT_eps for the whole EM).
+  marginals, fixed iteration count, eps fixed per query at eps_rel * median(C(W0)) (relative to
+  the cost scale, one OT_eps for the whole EM).
 - M-step one gradient step, grad_W L = 2 (W G - F) + 2 lam (diag(b) W G - T^T G), b = T^T 1.
   Step: rows of W decouple and row j has Hessian 2 (1 + lam b_j) G, so grad L is Lipschitz with
   Lc = 2 (1 + lam max_j b_j) sigma_max(G); step = step_scale / Lc never increases L(.; T) for
