@@ -99,6 +99,7 @@ class SplitResult:
     threshold: float
     diagnostics: list[dict]  # per test image, in test-set order
     seconds_per_image: float
+    stream_flags: np.ndarray | None = None  # (N,) bool: the stream rule's verdict when the image came
 
 
 def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[list, np.ndarray]:
@@ -120,20 +121,28 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
                        for p in support_paths])
     support = SupportSet(feats, fg, store.pre.grid)
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)])
-    thr = thresholds.calibrate(spec.name, params, support, view_feats).value
+    learnt = thresholds.calibrate(spec.name, params, support, view_feats)
+    thr = learnt.value
     method = cls.fit(support, params)
     method.set_gate(thr)
+    # the verdicts `edge-foct serve` would give: the stream rule from the learnt threshold, fed the
+    # stream's scores in order (the online methods' gate stays at the learnt threshold here)
+    stream = thresholds.StreamThreshold(learnt) if learnt.floor is not None else None
     store.ensure([t.path for t in category.test])
     n = len(category.test)
     scores, patches, diags = np.zeros(n), np.zeros((n, *store.pre.grid), np.float32), [{}] * n
+    flags = np.zeros(n, bool)
     t0 = time.perf_counter()
     for i in order:  # the stream
         r = method.score(store[category.test[i].path], update=True)  # (Q, D) -> scores (Q,)
         patches[i] = r.scores.reshape(store.pre.grid)
         scores[i] = float(r.scores.max())
         diags[i] = r.diagnostics
+        if stream is not None:
+            flags[i] = scores[i] > stream.value
+            stream.update(scores[i])
     dt = (time.perf_counter() - t0) / n
-    return SplitResult(spec.label, split, scores, patches, thr, diags, dt)
+    return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None)
 
 
 def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | None]:
@@ -181,7 +190,7 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     """Every metric of one split. labels (N,) bool, test-set order (as ``result``'s arrays).
 
     Besides the detection metrics: false alarms and misses at the threshold learnt from normal
-    images, the method's seconds per image, the mean transport concentration when the method
+    images and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's seconds per image, the mean transport concentration when the method
     reports ``concentration``, and how many test images it admitted into its online memory
     when it reports ``admitted`` (an image counts when ``admitted > 0``).
     """
@@ -194,6 +203,10 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
         "miss_rate": float((~flagged[labels]).mean()) if labels.any() else float("nan"),
         "seconds_per_image": result.seconds_per_image,
     }
+    if result.stream_flags is not None:
+        sf = result.stream_flags
+        out["stream_false_alarm_rate"] = float(sf[~labels].mean()) if (~labels).any() else float("nan")
+        out["stream_miss_rate"] = float((~sf[labels]).mean()) if labels.any() else float("nan")
     if truth is not None:
         maps = pixel_maps(result.patch_scores[truth.keep], crop)  # (n, crop, crop)
         out.update(pixel_metrics(truth.masks, maps, pro_limit, truth.regions))

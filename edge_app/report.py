@@ -52,13 +52,13 @@ def _cell(metric: dict[str, Any] | None, scale: float, decimals: int) -> str:
 
 
 def _extras(m: dict[str, Any]) -> list[str]:
-    fa, miss = m.get("false_alarm_rate"), m.get("miss_rate")
-    rates = f"{_pct(fa)} / {_pct(miss)}"
+    rates = f"{_pct(m.get('false_alarm_rate'))} / {_pct(m.get('miss_rate'))}"
+    stream = f"{_pct(m.get('stream_false_alarm_rate'))} / {_pct(m.get('stream_miss_rate'))}"
     ms = f"{m['seconds_per_image']['mean'] * 1e3:.1f}" if "seconds_per_image" in m else "–"
     conc = f"{m['concentration']['mean']:.3f}" if "concentration" in m else "–"
     adm = (f"{m['admitted_defective']['mean']:.1f} / {m['admitted_good']['mean']:.1f}"
            if "admitted_defective" in m else "–")
-    return [rates, ms, conc, adm]
+    return [rates, stream, ms, conc, adm]
 
 
 def _pct(metric: dict[str, Any] | None) -> str:
@@ -68,7 +68,7 @@ def _pct(metric: dict[str, Any] | None) -> str:
 def accuracy_table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per category/shots/method, then the mean over categories per shots/method."""
     head = (["category", "shots", "method"] + [c[1] for c in ACCURACY_COLUMNS]
-            + ["false alarms / misses @thr", "ms/img (method)", "concentration", "admitted def / good"])
+            + ["false alarms / misses @thr", "@stream", "ms/img (method)", "concentration", "admitted def / good"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         m = r["metrics"]

@@ -19,7 +19,7 @@ from edge_foct.edge_app.evaluate import SplitResult, split_metrics
 from edge_foct.runtime.errors import EdgeFoctError
 
 METRICS = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro", "seconds_per_image",
-           "false_alarm_rate", "miss_rate", "threshold")
+           "false_alarm_rate", "miss_rate", "threshold", "stream_false_alarm_rate", "stream_miss_rate")
 
 
 def _eval(data: Path, backbone: Path, out: Path, *extra: str):
@@ -80,6 +80,29 @@ def test_split_metrics_reads_concentration_and_admissions():
     assert (m["admitted_defective"], m["admitted_good"]) == (2, 1)
     assert m["false_alarm_rate"] == pytest.approx(0.5) and m["miss_rate"] == pytest.approx(1 / 3)
     assert m["image_auroc"] == pytest.approx(5 / 6) and "pixel_auroc" not in m
+    assert "stream_miss_rate" not in m  # no stream verdicts recorded
+    r.stream_flags = np.array([True, False, False, True, True])
+    m = split_metrics(r, labels, None, 16)
+    assert m["stream_false_alarm_rate"] == pytest.approx(0.5) and m["stream_miss_rate"] == pytest.approx(1 / 3)
+
+
+def test_stream_verdicts_follow_the_serving_rule(demo_category, random_backbone):
+    """run_split's stream verdicts = StreamThreshold fed the scores in stream order (as serve does)."""
+    from edge_foct.edge_app.datasets import load_category
+    from edge_foct.edge_app.evaluate import FeatureStore, MethodSpec, draw_split, run_split
+    from edge_foct.runtime.backbone import Backbone
+    from edge_foct.runtime.preprocess import Preprocessor
+    from edge_foct.runtime.threshold import StreamParams
+
+    cat = load_category(demo_category)
+    store = FeatureStore(Backbone.load(random_backbone), Preprocessor(64, 64))
+    r = run_split(cat, store, MethodSpec("patchcore"), 2, 0, 1, views=2)
+    _, order = draw_split(cat, 2, 0, 1)
+    assert r.stream_flags is not None and r.stream_flags.shape == (len(cat.test),)
+    # replay: before the warm-up ends the stream rule is the learnt threshold itself
+    warm = StreamParams().warmup
+    first = order[:warm]
+    assert np.array_equal(r.stream_flags[first], r.image_scores[first] > r.threshold)
 
 
 def test_options_take_space_and_comma_separated_values(demo_category, random_backbone, tmp_path):
