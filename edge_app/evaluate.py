@@ -190,9 +190,10 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     """Every metric of one split. labels (N,) bool, test-set order (as ``result``'s arrays).
 
     Besides the detection metrics: false alarms and misses at the threshold learnt from normal
-    images and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's seconds per image, the mean transport concentration when the method
-    reports ``concentration``, and how many test images it admitted into its online memory
-    when it reports ``admitted`` (an image counts when ``admitted > 0``).
+    images and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's
+    seconds per image, the mean transport concentration when the method reports
+    ``concentration``, and how many test images it admitted into its online memory when it
+    reports ``admitted`` (an image counts when ``admitted > 0``).
     """
     s = result.image_scores
     flagged = s > result.threshold
