@@ -48,3 +48,10 @@ def coreset_size(num: int, ratio: float, minimum: int = 1) -> int:
     if num == 0:
         return 0
     return min(num, max(minimum, int(round(num * ratio))))
+
+
+def support_coreset(features: np.ndarray, ratio: float, proj_dim: int = 128, seed: int = 0) -> np.ndarray:
+    """features (K, Q, D) of the support images -> (n, D) rows kept, n = coreset_size(K*Q, ratio):
+    the memory PatchCore, PatchCore+ and vanilla fit."""
+    x = features.reshape(-1, features.shape[-1])  # (K*Q, D)
+    return x[greedy_coreset(x, coreset_size(x.shape[0], ratio), proj_dim, seed=seed)]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..coreset import coreset_size, greedy_coreset
+from ..coreset import support_coreset
 from ..knn import nearest_sq_dist
 from .base import Method, PatchScores, SupportSet
 
@@ -28,9 +28,7 @@ class PatchCore(Method):
 
     @classmethod
     def fit(cls, support: SupportSet, params: PatchCoreParams) -> "PatchCore":
-        x = support.features.reshape(-1, support.features.shape[-1])  # (K*Q, D)
-        n = coreset_size(x.shape[0], params.coreset_ratio)
-        return cls(x[greedy_coreset(x, n, params.projection_dim, seed=params.seed)], params)
+        return cls(support_coreset(support.features, params.coreset_ratio, params.projection_dim, params.seed), params)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"memory": self.memory}

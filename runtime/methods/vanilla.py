@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..coreset import coreset_size, greedy_coreset
+from ..coreset import support_coreset
 from ..errors import EdgeFoctError
 from ..knn import sq_norms
 from .base import Method, PatchScores, SupportSet
@@ -71,9 +71,7 @@ class Vanilla(Method):
 
     @classmethod
     def fit(cls, support: SupportSet, params: VanillaParams) -> "Vanilla":
-        x = support.features.reshape(-1, support.features.shape[-1])  # (K*Q, c)
-        n = coreset_size(x.shape[0], params.coreset_ratio)
-        return cls(x[greedy_coreset(x, n, params.projection_dim, seed=params.seed)], params)
+        return cls(support_coreset(support.features, params.coreset_ratio, params.projection_dim, params.seed), params)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"memory": self.memory}
