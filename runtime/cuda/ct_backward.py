@@ -29,7 +29,7 @@ def backward_kernel(tiles: CtTiles = CT_TILES):
     PAD = P + 1  # +1: column walks of the (k, pair) tiles hit distinct shared-memory banks
     NT = TD * TD
     lay = layers(tiles)
-    layer1, layer2_chunk = lay.layer1, lay.layer2_chunk
+    sqdiff_rows, layer1, layer2_chunk = lay.sqdiff_rows, lay.layer1, lay.layer2_chunk
 
     @cuda.jit
     def ct_backward(mem, qry, w1x, w2x, w3x, cost_col, dist, cost, lse_row, e_row, lse_col, s_col,
@@ -155,20 +155,7 @@ def backward_kernel(tiles: CtTiles = CT_TILES):
                 # gW1x[:, chunk] += [(x - y)^2, 1]^T dZ1, HB feature rows at a time (row D: gb1)
                 for d0 in range(0, d + 1, HB):
                     cuda.syncthreads()
-                    for e in range(tid, HB * P, NT):
-                        dd = e % HB
-                        p = e // HB
-                        k = d0 + dd
-                        i = i0 + p // PJ
-                        j = j0 + p % PJ
-                        v = float32(0.0)
-                        if k < d:
-                            if i < n_mem and j < n_q:
-                                v = mem[i, k] - qry[j, k]
-                                v = v * v
-                        elif k == d:
-                            v = float32(1.0)
-                        buf[dd, p] = v
+                    sqdiff_rows(mem, qry, i0, j0, d0, HB, buf, tid)
                     cuda.syncthreads()
                     for r in range(R):
                         for c in range(R):

@@ -66,7 +66,7 @@ CT_TILES = CtTiles()
 
 @functools.lru_cache(maxsize=None)
 def layers(tiles: CtTiles = CT_TILES) -> SimpleNamespace:
-    """layer1 and layer2_chunk for one geometry: numba-inlined device functions (a separately compiled
+    """sqdiff_rows, layer1 and layer2_chunk for one geometry: numba-inlined device functions (a separately compiled
     device function would need a GPU to learn its architecture, so compile_ptx could not build it)."""
     PJ, TD, R, BK, R2 = tiles.pj, tiles.td, tiles.r, tiles.bk, tiles.r2
     P = tiles.pairs
@@ -74,29 +74,36 @@ def layers(tiles: CtTiles = CT_TILES) -> SimpleNamespace:
     NT = TD * TD
 
     @cuda.jit(device=True, inline="always")
+    def sqdiff_rows(mem, qry, i0, j0, k0, width, buf, tid):
+        """buf[kk, p] = row k0 + kk of the layer-1 input [(x - y)^2, 1] for pair p of the tile at (i0, j0),
+        kk < width: (x_ik - y_jk)^2 for k < D, 1 at k = D (the bias input), 0 beyond and off the edge."""
+        n_mem, d = mem.shape
+        n_q = qry.shape[0]
+        for e in range(tid, width * P, NT):  # consecutive threads: consecutive features of one row
+            kk = e % width
+            p = e // width
+            k = k0 + kk
+            i = i0 + p // PJ
+            j = j0 + p % PJ
+            v = float32(0.0)
+            if k < d:
+                if i < n_mem and j < n_q:
+                    v = mem[i, k] - qry[j, k]
+                    v = v * v
+            elif k == d:
+                v = float32(1.0)
+            buf[kk, p] = v
+
+    @cuda.jit(device=True, inline="always")
     def layer1(mem, qry, w1x, i0, j0, h0, cost_col, ts, w1s, acc, tid, ty, tx):
         """acc[r, c] = pre-activation of unit h0 + tx + TD*c for pair ty + TD*r of the tile at (i0, j0):
         [(x - y)^2, 1] @ W1x, the (x - y)^2 operand made in shared memory chunk by chunk."""
-        n_mem, d = mem.shape
-        n_q = qry.shape[0]
+        d = mem.shape[1]
         for r in range(R):
             for c in range(R):
                 acc[r, c] = float32(0.0)
         for k0 in range(0, d + 1, BK):  # d + 1: the ones row that adds b1
-            for e in range(tid, BK * P, NT):  # consecutive threads: consecutive features of one row
-                kk = e % BK
-                p = e // BK
-                k = k0 + kk
-                i = i0 + p // PJ
-                j = j0 + p % PJ
-                v = float32(0.0)
-                if k < d:
-                    if i < n_mem and j < n_q:
-                        v = mem[i, k] - qry[j, k]
-                        v = v * v
-                elif k == d:
-                    v = float32(1.0)
-                ts[kk, p] = v
+            sqdiff_rows(mem, qry, i0, j0, k0, BK, ts, tid)
             for e in range(tid, BK * HB, NT):
                 kk = e // HB
                 c = e % HB
@@ -136,4 +143,4 @@ def layers(tiles: CtTiles = CT_TILES) -> SimpleNamespace:
                     acc2[r, c2] += a1s[kk, ty + TD * r] * w2x[h0 + kk, tx + TD * c2]
         cuda.syncthreads()
 
-    return SimpleNamespace(layer1=layer1, layer2_chunk=layer2_chunk)
+    return SimpleNamespace(sqdiff_rows=sqdiff_rows, layer1=layer1, layer2_chunk=layer2_chunk)
