@@ -12,8 +12,8 @@
    width (timed on 64 query patches and scaled by Q, the cost being linear in Q; the paper's
    2 x 100 steps are that x 200, stated as an extrapolation) with its FLOPs: per step
    ~3 x 2*M*Q*(D*512 + 512*256 + 256).
-Timings are taken on whatever machine runs this; the development box is a 2-core CPU shared
-with other jobs, so they are noisy.
+Timings are taken on whatever machine runs this; the JSON records it (with its load average at the
+start: a shared machine makes every number noisy).
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import wrn_random  # benchmarks/wrn_random.py (the script's own folder is on sys.path)
 
 from edge_foct.edge_app.bench_cmd import run_bench
+from edge_foct.edge_app.machine_info import machine_info
 from edge_foct.runtime import atomic, navigator
 from edge_foct.runtime.knn import nearest_sq_dist
 from edge_foct.runtime.methods import METHODS, make_params
@@ -72,8 +74,7 @@ def method_only(m: int, q: int, d: int, n: int, q_step: int = 64) -> dict:
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wrn", type=Path,
-                    default=Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx")
+    ap.add_argument("--wrn", type=Path, default=wrn_random.DEFAULT)
     ap.add_argument("--data", type=Path, default=root.parent / "shared" / "data" / "metal_plate")
     ap.add_argument("--methods", nargs="+", default=["patchcore", "foct/edge"])
     ap.add_argument("--frames", type=int, default=30)
@@ -82,12 +83,9 @@ def main() -> None:
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    result = {"note": "2-core CPU shared with 4-5 other jobs while measured: timings are noisy"}
+    result = {"machine": machine_info()}  # CPU, cores, load average at the start, versions, commit
     if not a.skip_e2e:
-        if not a.wrn.is_file():
-            from edge_foct.export.wrn import export_wide_resnet50  # torch side, offline
-
-            export_wide_resnet50(a.wrn, random_weights=True)
+        wrn_random.ensure_wrn(a.wrn)
         result["end_to_end"] = run_bench(str(a.wrn), 336, a.methods, a.frames, a.warmup, a.data, 2, 0, None, a.out)
     result["method_only"] = method_only(a.m, 1764, 1024, 20)
     atomic.write_json(a.out / "latency_foct.json", result)

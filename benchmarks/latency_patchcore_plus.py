@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import wrn_random  # benchmarks/wrn_random.py (the script's own folder is on sys.path)
 
 from edge_foct.edge_app.machine_info import machine_info
 from edge_foct.runtime import atomic
@@ -42,8 +43,7 @@ def stats(v: list[float]) -> dict[str, float]:
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--wrn", type=Path,
-                    default=Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx")
+    ap.add_argument("--wrn", type=Path, default=wrn_random.DEFAULT)
     ap.add_argument("--data", type=Path, default=root.parent / "shared" / "data" / "metal_plate")
     ap.add_argument("--methods", nargs="+", default=["patchcore", "patchcore+", "vanilla"])
     ap.add_argument("--size", type=int, default=256)
@@ -51,11 +51,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    if not a.wrn.is_file():
-        from edge_foct.export.wrn import export_wide_resnet50  # torch side, offline, once
-
-        a.wrn.parent.mkdir(parents=True, exist_ok=True)
-        export_wide_resnet50(a.wrn, random_weights=True)
+    wrn_random.ensure_wrn(a.wrn)
     bb = Backbone.load(a.wrn)
     pre = Preprocessor(a.size, a.size)
     train = list_images(a.data / "train" / "good")
