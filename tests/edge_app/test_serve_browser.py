@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -41,12 +42,17 @@ def test_dashboard_shows_live_image_and_verdict_updates(bank, demo_category, tmp
     frames.close()
     assert s_good != s_bad
     opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=float(np.mean([s_good, s_bad])))
-    app = ServeApp(opts, CaptureSource(video, "video", fps=4, loop=True))
+    # paced at 20 frames/s: Chromium's virtual time runs the page's polling much faster than real time, so
+    # the stream must produce several events in the second or so of real time the page is open, on a busy box too
+    app = ServeApp(opts, CaptureSource(video, "video", fps=20, loop=True))
     app.start()
     try:
-        # virtual time runs the page's polling for 20 s (faster than real time), then Chromium prints the DOM and exits
+        deadline = time.monotonic() + 30
+        while app.live.counters["frames"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the page opens on a running stream
+        # virtual time runs the page's polling for 60 s, then Chromium prints the DOM and exits
         r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                            "--virtual-time-budget=20000", "--dump-dom", app.dashboard.url],
+                            "--virtual-time-budget=60000", "--dump-dom", app.dashboard.url],
                            capture_output=True, text=True, timeout=90)
     finally:
         app.stop()
