@@ -138,6 +138,8 @@ def refine(f: np.ndarray, P: Prototypes, p: PatchCorePlusParams) -> tuple[np.nda
     F, W = FW[:, :n], FW[:, n:]  # W0 = F (G + ridge I)^-1
     WG = F - P.ridge * W  # W0 G = F (G + r I)^-1 G = F - r W0: no product needed
     FG = F @ G  # (m, n)
+    if p.lam == 0.0:  # "no-ot": T has no weight in L, so no E-step; the M-steps are plain gradient descent
+        return (*_refine_without_transport(W, WG, F, FG, P, p), {"memory_size": int(n)})
     f_sq = float(np.vdot(f, f))
     C = transport_cost(W, WG, proto_norms)
     scale = float(np.median(C)) or float(C.mean()) or 1.0  # a zero median only for degenerate inputs
@@ -159,6 +161,17 @@ def refine(f: np.ndarray, P: Prototypes, p: PatchCorePlusParams) -> tuple[np.nda
             # mean over refined prototypes of the largest share one original gets (1/n = uniform)
             "concentration": float((T.max(axis=0) / T.sum(axis=0)).mean())}
     return W, F, WG, diag
+
+
+def _refine_without_transport(W: np.ndarray, WG: np.ndarray, F: np.ndarray, FG: np.ndarray, P: Prototypes,
+                              p: PatchCorePlusParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lam = 0: em_iters steps of 1/Lc on ||f - W M||^2 alone (Lc = 2 sigma_max(G)); what ``mstep`` does
+    with lam = 0, without the Sinkhorn iterations whose plan it would ignore. Returns W, F, W G."""
+    step, n = p.step_scale / (2.0 * P.sigma_max), W.shape[1]
+    for _ in range(p.em_iters):
+        VG = W @ P.G_G2  # (m, 2n)
+        W, WG = W - (2.0 * step) * (VG[:, :n] - F), WG - (2.0 * step) * (VG[:, n:] - FG)
+    return W, F, WG
 
 
 class PatchCorePlus(Method):
@@ -190,7 +203,8 @@ class PatchCorePlus(Method):
         p, n = params or PatchCorePlusParams(), m_memory
         init = 2.0 * q * d * 2 * n + 2.0 * q * n * n  # [F | W0] = f lift^T, then F G
         cost = 6.0 * q * n  # C(W) from W G, and the warm-start shift
-        sinkhorn = (2 * p.sinkhorn_iters + 1) * 6.0 * q * n  # softmins and the plan, ~6 ops per entry
+        # softmins and the plan, ~6 ops per entry; none for "no-ot" (lam = 0), nor the cost C(W)
+        sinkhorn = (2 * p.sinkhorn_iters + 1) * 6.0 * q * n if p.lam else -cost
         mstep = 2.0 * q * n * 2 * n + 8.0 * q * n  # V [G | G^2] and the updates
         score = 2.0 * q * q * n + 3.0 * q * q  # (q, q) distances to the refined prototypes
         return init + cost + p.em_iters * (sinkhorn + mstep + cost) + score

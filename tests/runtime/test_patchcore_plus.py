@@ -130,6 +130,31 @@ def test_refinement_changes_the_scores_and_lam_zero_keeps_the_reconstruction():
     assert with_ot.mean() > no_ot.mean()  # the OT term pulls refined prototypes away from the query
 
 
+def test_no_ot_runs_the_mstep_without_sinkhorn(monkeypatch):
+    """lam = 0 skips the E-step: the same W as the EM loop's M-steps (whose T is then weightless)."""
+    import edge_foct.runtime.methods.patchcore_plus as pp
+
+    rng = np.random.default_rng(3)
+    protos, q = rng.random((10, 16)).astype(np.float32), rng.random((30, 16)).astype(np.float32)
+    p = PatchCorePlusParams(lam=0.0, em_iters=4)
+    P = pp.Prototypes.build(protos, p.ridge_rel)
+    F = q @ protos.T
+    W = pp.init_weights(F, P.gram, P.ridge)
+    WG, FG, T = W @ P.gram, F @ P.gram, np.full((10, 30), 1.0 / 300, np.float32)
+    for _ in range(p.em_iters):
+        W, WG = pp.mstep(W, WG, F, FG, P.G_G2, T, 0.0, p.step_scale / pp.lipschitz(P.sigma_max, T, 0.0))
+
+    def no_sinkhorn(*a, **k):
+        raise AssertionError("no-ot ran Sinkhorn")
+
+    monkeypatch.setattr(pp, "sinkhorn_warm", no_sinkhorn)
+    W_fast, _, WG_fast, diag = pp.refine(q, P, p)
+    np.testing.assert_allclose(W_fast, W, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(WG_fast, WG, rtol=1e-4, atol=1e-4)
+    assert "concentration" not in diag
+    assert np.isfinite(PatchCorePlus(protos, p).score(q).scores).all()
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 1000))
 def test_permuting_prototypes_or_patches(seed):
