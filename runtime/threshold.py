@@ -150,6 +150,17 @@ class StreamThreshold:
             self.value = float(np.clip(med + self.params.k * sigma, self.floor, self.ceiling))
         return self.value
 
+    @property
+    def gate(self) -> float:
+        """The online memory's gate (Method.set_gate): the verdict threshold, never above the learnt one.
+
+        A stream whose good scores spread wide lifts the verdict threshold towards the ceiling; the
+        memory must not follow it up, or the borderline patches of missed defects would become
+        "normal" memory. It does follow the threshold down. ``edge-foct eval`` measures the online
+        methods with the gate at the learnt threshold: the same gate whenever the stream only rises.
+        """
+        return min(self.value, self.start)
+
     def state(self) -> dict[str, np.ndarray]:
         """The window, to save beside the episodic memory: (n,) float64 image scores."""
         return {"scores": np.fromiter(self._scores, np.float64)}

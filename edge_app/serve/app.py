@@ -88,7 +88,7 @@ class ServeApp:
             stream = StreamThreshold(learnt) if stream is not None else None
         if stream is not None:
             inspector.threshold = stream.value
-        inspector.method.set_gate(inspector.threshold)
+        inspector.method.set_gate(stream.gate if stream is not None else inspector.threshold)
         rule = "user override" if o.threshold is not None else learnt.rule
         adapt = (f"stream rule within [{stream.floor:.4g}, {stream.ceiling:.4g}], now {stream.value:.4g} "
                  f"from {stream.accepted} stream scores" if stream else "fixed")

@@ -72,8 +72,8 @@ class InferenceLoop:
         if self.stream is not None:
             value = self.stream.update(r.score)
             if value != inspector.threshold:
-                inspector.threshold = value  # the next frame's verdict and episodic gate
-                inspector.method.set_gate(value)
+                inspector.threshold = value  # the next frame's verdict
+                inspector.method.set_gate(self.stream.gate)  # and the episodic gate, capped at the learnt value
         t1 = time.perf_counter()
         overlay = overlay_bgr(r.crop, r.anomaly_map, r.threshold, r.score, r.defective, self.session.warning)
         ok, jpg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])

@@ -322,6 +322,28 @@ def test_episodic_memory_saved_and_restored(random_backbone, demo_category, vide
     assert len(list(state.parent.glob("episodic.npz.corrupt-*"))) == 1
 
 
+def test_episodic_gate_stays_at_or_below_the_learnt_threshold(random_backbone, demo_category, video, tmp_path,
+                                                              monkeypatch):
+    """A stream rule set to rise (warm-up 2, median + 50 sigmas: the ceiling) lifts the verdict threshold
+    above the learnt one; the online memory's gate stays at the learnt value."""
+    import edge_foct.runtime.threshold as threshold
+
+    monkeypatch.setitem(METHODS, FakeOnline.name, FakeOnline)
+    monkeypatch.setattr(threshold.StreamThreshold.__init__, "__defaults__", (threshold.StreamParams(k=50.0, warmup=2),))
+    gates = []
+    monkeypatch.setattr(FakeOnline, "set_gate", lambda self, t: (gates.append(t), setattr(self, "gate", t)))
+    bank = make_bank(random_backbone, demo_category, tmp_path / "bank", method=FakeOnline.name)
+    app = ServeApp(ServeOptions(bank=bank, out=tmp_path / "out", dashboard=False, lossless=True),
+                   CaptureSource(video, "video"))
+    app.start()
+    assert app.wait(60)
+    app.stop()
+    stream = app.loop.stream
+    events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    assert max(e["threshold"] for e in events) > stream.start  # the verdict threshold did rise
+    assert gates and max(gates) == pytest.approx(stream.start)
+
+
 def test_folder_source_sees_new_files(bank, demo_category, tmp_path):
     from edge_foct.edge_app.serve.sources import FolderSource
 

@@ -88,6 +88,17 @@ def test_stream_rule_guards(rng):
     assert st.value <= 2.0
 
 
+def test_episodic_gate_follows_the_stream_down_but_never_above_the_learnt_threshold(rng):
+    st = StreamThreshold(start(), StreamParams(warmup=5, window=64))
+    for s in rng.uniform(0.0, 1.0, 200):  # a wide spread lifts the verdict threshold above the learnt 1.0
+        st.update(float(s))
+    assert st.value > 1.0 and st.gate == 1.0
+    st = StreamThreshold(start(), StreamParams(warmup=5, window=64))
+    for s in 0.6 + 0.02 * rng.standard_normal(100):  # a tight stream lowers both
+        st.update(float(s))
+    assert st.value < 1.0 and st.gate == st.value
+
+
 def test_stream_state_round_trip(rng):
     st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
     for s in 0.6 + 0.05 * rng.random(40):
