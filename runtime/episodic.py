@@ -8,7 +8,8 @@ background rows, by that probability. When the memory has no rows of one part (n
 ``oct``), that part's quota goes to the other.
 
 Guard (not in the paper; a defect must never become "normal" memory). ``gate`` is the
-image-level verdict threshold (Method.set_gate). Image level: an image whose score is above
+image-level verdict threshold (Method.set_gate; in serve never above the learnt one,
+StreamThreshold.gate). Image level: an image whose score is above
 ``image_ratio * gate`` admits nothing (at ratio 1: every image reported defective). Patch level:
 a candidate whose own score is above ``patch_ratio * gate`` is refused, so the anomalous patches
 of a missed defect stay out too. No gate (None) admits every candidate, as the paper does.
