@@ -11,16 +11,16 @@ from typing import Callable
 
 def kernel_catalog() -> dict[str, tuple[Callable, str]]:
     """name -> (Python function, numba signature) at the production block and tile sizes."""
-    from . import adamw, ct_kernels, sinkhorn, soft_nn
+    from . import adamw, ct_kernels, sinkhorn, soft_nn_kernels
 
-    sk, sn, ct = sinkhorn.kernels(), soft_nn.kernels(), ct_kernels.kernels()
+    sk, sn, ct = sinkhorn.kernels(), soft_nn_kernels.kernels(), ct_kernels.kernels()
     return {
         "softmin_rows": (sk.softmin_rows.py_func, sinkhorn.SIG_SOFTMIN),
         "plan_rows": (sk.plan_rows.py_func, sinkhorn.SIG_PLAN),
         "adamw_kernel": (adamw.adamw_kernel.py_func, adamw.SIG_ADAMW),
-        "row_sq_norms": (sn.norms.py_func, soft_nn.SIG_NORMS),
-        "soft_nn_partial": (sn.partial.py_func, soft_nn.SIG_PARTIAL),
-        "soft_nn_merge": (sn.merge.py_func, soft_nn.SIG_MERGE),
+        "row_sq_norms": (sn.norms.py_func, soft_nn_kernels.SIG_NORMS),
+        "soft_nn_partial": (sn.partial.py_func, soft_nn_kernels.SIG_PARTIAL),
+        "soft_nn_merge": (sn.merge.py_func, soft_nn_kernels.SIG_MERGE),
         "ct_forward": (ct.forward.py_func, ct_kernels.SIG_FORWARD),
         "ct_row_stats": (ct.row_stats.py_func, ct_kernels.SIG_ROW_STATS),
         "ct_col_stats": (ct.col_stats.py_func, ct_kernels.SIG_COL_STATS),
