@@ -88,21 +88,21 @@ def mstep_gradient(WG: np.ndarray, F: np.ndarray, G: np.ndarray, T: np.ndarray, 
     return 2.0 * (WG - F) + (2.0 * lam) * (b[:, None] * WG - T.T @ G)
 
 
-def lipschitz(sigma_max: float, T: np.ndarray, lam: float) -> float:
-    """Lipschitz constant of dL/dW for T fixed: 2 (1 + lam max_j b_j) sigma_max(G)."""
-    return float(2.0 * (1.0 + lam * T.sum(axis=0).max()) * sigma_max)
+def lipschitz(sigma_max: float, T: np.ndarray | None, lam: float) -> float:
+    """Lipschitz constant of dL/dW for T fixed: 2 (1 + lam max_j b_j) sigma_max(G); T None: lam = 0."""
+    return float(2.0 * (1.0 + (lam * T.sum(axis=0).max() if T is not None else 0.0)) * sigma_max)
 
 
-def mstep(W: np.ndarray, WG: np.ndarray, F: np.ndarray, FG: np.ndarray, G_G2: np.ndarray, T: np.ndarray,
+def mstep(W: np.ndarray, WG: np.ndarray, F: np.ndarray, FG: np.ndarray, G_G2: np.ndarray, T: np.ndarray | None,
           lam: float, step: float) -> tuple[np.ndarray, np.ndarray]:
     """W' = W - step * dL/dW and W' G, from ONE product with G_G2 = [G | G^2] (n, 2n).
 
     The gradient is 2 (V G - F) with V = diag(1 + lam b) W - lam T^T (= mstep_gradient), and
     W' G = W G - 2 step (V G^2 - F G): one small GEMM per EM iteration instead of three (small
-    GEMMs are what a busy machine's BLAS threads make slow). FG = F G (m, n).
+    GEMMs are what a busy machine's BLAS threads make slow). FG = F G (m, n). T None: no OT term.
     """
     n = W.shape[1]
-    V = (1.0 + lam * T.sum(axis=0))[:, None] * W - lam * T.T  # (m, n)
+    V = W if T is None else (1.0 + lam * T.sum(axis=0))[:, None] * W - lam * T.T  # (m, n)
     VG = V @ G_G2  # (m, 2n) = [V G | V G^2]
     return W - (2.0 * step) * (VG[:, :n] - F), WG - (2.0 * step) * (VG[:, n:] - FG)
 
@@ -165,12 +165,11 @@ def refine(f: np.ndarray, P: Prototypes, p: PatchCorePlusParams) -> tuple[np.nda
 
 def _refine_without_transport(W: np.ndarray, WG: np.ndarray, F: np.ndarray, FG: np.ndarray, P: Prototypes,
                               p: PatchCorePlusParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """lam = 0: em_iters steps of 1/Lc on ||f - W M||^2 alone (Lc = 2 sigma_max(G)); what ``mstep`` does
-    with lam = 0, without the Sinkhorn iterations whose plan it would ignore. Returns W, F, W G."""
-    step, n = p.step_scale / (2.0 * P.sigma_max), W.shape[1]
+    """lam = 0: the em_iters M-steps on ||f - W M||^2 alone, without the Sinkhorn iterations whose
+    plan they would ignore. Returns W, F, W G."""
+    step = p.step_scale / lipschitz(P.sigma_max, None, 0.0)
     for _ in range(p.em_iters):
-        VG = W @ P.G_G2  # (m, 2n)
-        W, WG = W - (2.0 * step) * (VG[:, :n] - F), WG - (2.0 * step) * (VG[:, n:] - FG)
+        W, WG = mstep(W, WG, F, FG, P.G_G2, None, 0.0, step)
     return W, F, WG
 
 
