@@ -1,8 +1,10 @@
-"""MVTec-layout data sets (MVTec AD, MPDD, VisA-as-MVTec, the shared data): one category folder::
+"""Evaluation data sets. MVTec layout (MVTec AD, MPDD, the shared data), one category folder::
 
     <category>/train/good/*.png|jpg|bmp
     <category>/test/good/*, <category>/test/<defect>/*
     <category>/ground_truth/<defect>/<stem>_mask.png      (optional)
+
+and VisA in its own layout (``visa.py``), which ``find_categories`` recognises by its split file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class TestImage:
     defective: bool
     defect_type: str  # "good" or the folder name
     mask: Path | None  # ground-truth mask file, None when absent (pixel metrics skip the image)
+    mask_nonzero: bool = False  # a label mask (VisA): every non-zero pixel is a defect; else pixel > 127
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,15 @@ def load_category(root: str | Path) -> Category:
 
 
 def find_categories(data_root: str | Path, names: list[str] | None = None) -> list[Category]:
-    """Every category folder under ``data_root`` (or the ``names`` given), sorted by name."""
+    """Every category folder under ``data_root`` (or the ``names`` given), sorted by name; a VisA root
+    or object folder is read in its own layout."""
     data_root = Path(data_root)
     if (data_root / "train").is_dir():
         return [load_category(data_root)]
+    from .visa import load_visa, visa_root
+
+    if visa_root(data_root) is not None:
+        return load_visa(data_root, names)
     dirs = sorted(p for p in data_root.iterdir() if p.is_dir() and (p / "train").is_dir())
     if names:
         missing = sorted(set(names) - {p.name for p in dirs})

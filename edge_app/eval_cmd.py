@@ -177,7 +177,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 
 @click.command("eval", cls=MultiValueCommand)
 @click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="MVTec-layout root (category folders) or one category folder.")
+              help="MVTec-layout root (MVTec AD, MPDD: category folders) or one category folder; or a "
+                   "VisA root (split_csv/1cls.csv) or one of its object folders, read in place.")
 @click.option("--elpv", is_flag=True, help="Use the ELPV solar-cell set (elpv-dataset package) instead of --data.")
 @click.option("--categories", multiple=True, help="Category names (default: every one under --data).")
 @click.option("--methods", multiple=True, default=("patchcore",), show_default=True,

@@ -155,7 +155,7 @@ def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | Non
         elif t.mask is None:
             out.append(None)
         else:
-            m = pre.crop_mask(read_mask(t.mask))
+            m = pre.crop_mask(read_mask(t.mask, nonzero=t.mask_nonzero))
             out.append(m if m.any() else None)
     return out
 

@@ -54,14 +54,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return to_rgb8(img, bgr=True, source=str(path))
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a ground-truth or foreground mask -> (H, W) bool (pixel > 127 of the first channel)."""
+def read_mask(path: str | os.PathLike, nonzero: bool = False) -> np.ndarray:
+    """Read a ground-truth or foreground mask -> (H, W) bool: pixel > 127 of the first channel (half
+    range for 16-bit), or with ``nonzero`` any non-zero pixel (label masks such as VisA's)."""
     path = Path(path)
     img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{path}: not a decodable mask image")
     if img.ndim == 3:
         img = img[:, :, 0]
+    if nonzero:
+        return img != 0
     if img.dtype == np.uint16:
         return img > 32767
     return img > 127
