@@ -143,7 +143,7 @@ def test_api_while_serving(bank, video, tmp_path):
         assert code == 200 and json.loads(body)["ok"] is True
         code, body, _ = get(base + "api/status")
         status = json.loads(body)
-        assert code == 200 and status["method"] == "patchcore" and status["threshold_rule"] == "loo-patch-q"
+        assert code == 200 and status["method"] == "patchcore" and status["threshold_rule"] == "loo-patch-q-capped"
         assert status["latest"]["frame"] >= 4 and status["latency_ms"]["p50"] > 0
         assert status["latency_ms"]["p50"] <= status["latency_ms"]["p95"] <= status["latency_ms"]["p99"]
         assert len(status["trend"]) >= 5 and status["counters"]["dropped"] >= 0

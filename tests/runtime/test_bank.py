@@ -29,7 +29,7 @@ def test_round_trip(bank_dir):
     q = np.random.default_rng(1).standard_normal((64, m.memory.shape[1])).astype(np.float32)
     again = Bank.load(bank_dir).make_method()
     np.testing.assert_array_equal(m.score(q).scores, again.score(q).scores)
-    assert bank.manifest["threshold"]["rule"] == "loo-patch-q"
+    assert bank.manifest["threshold"]["rule"] == "loo-patch-q-capped"
     assert len(bank.manifest["threshold"]["samples"]) == 4
     assert bank.manifest["backbone"]["pretrained"] is False
 

@@ -22,16 +22,33 @@ def support_and_views(rng, k: int, v: int = 3, side: int = 4, d: int = 8):
 def test_fit_rule_is_a_patch_quantile_between_its_bounds(rng):
     support, views = support_and_views(rng, k=2)
     t = calibrate("patchcore", make_params("patchcore", {"coreset_ratio": 1.0}), support, views)
-    assert t.rule == "loo-patch-q"
+    assert t.rule == "loo-patch-q-capped"
     assert len(t.samples) == 2 * 3 and len(t.self_samples) == 2 * 3
     assert t.floor <= t.value <= t.ceiling
     assert t.ceiling == pytest.approx(max(t.samples))  # the former rule is the stream ceiling
     assert t.value <= max(t.samples)
     levels = dict(t.patch_quantiles)
-    assert levels[1 - 1 / 16] == pytest.approx(t.value)
+    assert t.value == pytest.approx(min(levels[1 - 1 / 16], max(t.self_samples)))
     assert list(levels.values()) == sorted(levels.values())
     again = Threshold.from_json(t.to_json())
     assert again.value == pytest.approx(t.value) and again.floor == pytest.approx(t.floor)
+
+
+def test_leave_one_out_quantile_is_capped_by_the_views_against_the_full_memory(rng):
+    """Two unlike support images: each left out is far from the other, so the leave-one-out quantile
+    is large; new parts like either are near the full memory, as the views are: the cap binds."""
+    params = make_params("patchcore", {"coreset_ratio": 1.0})
+    q, d, v = 16, 8, 3
+    feats = rng.standard_normal((2, q, d)).astype(np.float32)  # two unrelated images
+    views = feats[:, None] + 0.05 * rng.standard_normal((2, v, q, d)).astype(np.float32)
+    t = calibrate("patchcore", params, SupportSet(feats, None, (4, 4)), views)
+    loo_q = dict(t.patch_quantiles)[1 - 1 / q]
+    assert t.value == pytest.approx(max(t.self_samples)) and t.value < 0.1 * loo_q
+    # two alike images with strong jitter: the views' own maximum is the larger, the quantile holds
+    same = np.repeat(feats[:1], 2, axis=0)
+    views = same[:, None] + 0.5 * rng.standard_normal((2, v, q, d)).astype(np.float32)
+    t = calibrate("patchcore", params, SupportSet(same, None, (4, 4)), views)
+    assert t.value == pytest.approx(dict(t.patch_quantiles)[1 - 1 / q]) and t.value < max(t.self_samples)
 
 
 def test_one_shot_uses_self_views(rng):
