@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     specs = [parse_spec(m) for m in a.method]
-    bb = Backbone.load(resolve_backbone(a.backbone, taps="wide", allow_download=False).path)
+    bb = Backbone.load(resolve_backbone(a.backbone, taps="wide").path)
     pre = Preprocessor(a.size, a.size)
     fg = make_foreground()
     run = {"command": " ".join(["python", *sys.argv]), "shots": a.shots,

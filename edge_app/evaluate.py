@@ -22,7 +22,7 @@ from edge_foct.runtime import threshold as thresholds
 from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
-from edge_foct.runtime.fit import ForegroundFn, mask_to_grid
+from edge_foct.runtime.fit import ForegroundFn, default_foreground, support_masks
 from edge_foct.runtime.image_io import read_image, read_mask
 from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
@@ -116,9 +116,8 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     params = make_params(spec.name, spec.params, spec.preset)
     feats = store.features(support_paths)  # (K, Q, D)
     fg = None
-    if cls.uses_foreground and foreground is not None:
-        fg = np.stack([mask_to_grid(foreground(store.pre.crop_rgb(read_image(p)))[0], store.pre.grid)
-                       for p in support_paths])
+    if cls.uses_foreground:  # the masks fit_bank gives (fit, demo, serve): the same estimator
+        fg, _ = support_masks([read_image(p) for p in support_paths], store.pre, foreground or default_foreground())
     support = SupportSet(feats, fg, store.pre.grid)
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)])
     learnt = thresholds.calibrate(spec.name, params, support, view_feats)

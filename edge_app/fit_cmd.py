@@ -33,18 +33,18 @@ def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
 
 def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | None, seed: int,
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
-            threshold: float | None, foreground=None) -> Path:
+            threshold: float | None, foreground=None, download: bool = False) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size else {})
     paths = pick_support(list_images(support), shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
-    resolved = resolve_backbone(backbone)
+    resolved = resolve_backbone(backbone, download=download)
     bb = Backbone.load(resolved.path)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,
              "pretrained" if bb.info.pretrained else "RANDOM", bb.engine.description)
     bank = fit_bank(bb, images, config, sources=[str(p) for p in paths], foreground=foreground,
-                    extra_manifest={"shots": len(paths), "seed": seed})
+                    extra_manifest={"shots": len(paths), "seed": seed, "backbone_source": resolved.source})
     bank.save(out)
     t = bank.manifest["threshold"]
     log.info("bank %s: method %s, %d support images, threshold %.4g (%s)", out, bank.method_name,
@@ -67,6 +67,9 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
 @click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path) -> None:
+@click.option("--download", is_flag=True,
+              help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
+def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path, download) -> None:
     """Learn a memory bank from a few images of good parts."""
-    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold)
+    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold,
+            download=download)

@@ -21,6 +21,7 @@ from edge_foct.runtime import names
 from edge_foct.runtime.errors import BackboneError
 
 from .aggregation import append_aggregation, set_metadata
+from .dequantize import dequantize, is_quantized
 
 #: known taps of the shared ImageNet models (../shared/weights/MANIFEST.md), by file sha256
 KNOWN_TAPS = {
@@ -117,8 +118,11 @@ def _toposort(graph: onnx.GraphProto) -> None:
 
 def tap_backbone(src: str | Path, dst: str | Path, tap8: str | None = None, tap16: str | None = None,
                  taps: str = "wide", layer_dim: int | None = None, out_dim: int | None = None,
-                 pretrained: bool = True, backbone_id: str | None = None) -> Path:
+                 pretrained: bool = True, backbone_id: str | None = None, float_graph: bool = False) -> Path:
     """Write a feature ONNX at ``dst`` from the classification ONNX ``src``.
+
+    float_graph: rewrite a quantized source as a float graph first (export/dequantize.py), so
+    the features do not depend on the CPU's integer kernels.
 
     tap8 / tap16: tensor names; default: the ``taps`` preset of a known shared model.
     layer_dim / out_dim: PatchCore channel pooling (None keeps the taps' widths, concatenated).
@@ -133,6 +137,9 @@ def tap_backbone(src: str | Path, dst: str | Path, tap8: str | None = None, tap1
             raise BackboneError(f"{src}: unknown model; name its stride-8 and stride-16 tensors (--tap8, --tap16)")
         tap8, tap16 = known[taps]
     model = onnx.load(str(src))
+    quantized = is_quantized(model)
+    if float_graph and quantized:
+        model = dequantize(model)
     graph = model.graph
     _rename_input(graph, graph.input[0].name, names.BACKBONE_INPUT)
     f8, f16 = _float_tap(graph, tap8), _float_tap(graph, tap16)
@@ -143,8 +150,10 @@ def tap_backbone(src: str | Path, dst: str | Path, tap8: str | None = None, tap1
     _dynamic_reshapes(model.graph)
     dim = append_aggregation(model.graph, f8, f16, c8, c16, layer_dim, out_dim)
     _toposort(model.graph)
-    bid = backbone_id or f"{known_id}:{tap8.split('_')[0]}+{tap16.split('_')[0]}"
-    set_metadata(model, bid, dim, pretrained, {names.META_PREFIX + "source_sha256": sha})
+    bid = backbone_id or f"{known_id}:{tap8.split('_')[0]}+{tap16.split('_')[0]}{':float' if float_graph else ''}"
+    kernels = "float32" if float_graph or not quantized else "int8 (ONNX Runtime integer kernels: CPU-dependent)"
+    set_metadata(model, bid, dim, pretrained, {names.META_PREFIX + "source_sha256": sha,
+                                                names.META_PREFIX + "kernels": kernels})
     onnx.checker.check_model(model)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))

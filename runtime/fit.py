@@ -44,22 +44,40 @@ def mask_to_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return small.reshape(-1).astype(bool)
 
 
+def default_foreground() -> ForegroundFn:
+    """The estimator a foreground method gets when the caller names none."""
+    from .foreground import make_foreground
+
+    return make_foreground()
+
+
+def support_masks(images: Sequence[np.ndarray], pre: Preprocessor,
+                  foreground: ForegroundFn) -> tuple[np.ndarray, list[str]]:
+    """K support images -> (K, h*w) bool foreground rows on the patch grid, and the rule per image."""
+    rows, rules = [], []
+    for img in images:
+        mask, rule = foreground(pre.crop_rgb(img))  # (crop, crop) bool
+        rows.append(mask_to_grid(mask, pre.grid))
+        rules.append(rule)
+    return np.stack(rows), rules
+
+
 def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
              sources: Sequence[str] = (), foreground: ForegroundFn | None = None,
              extra_manifest: dict[str, Any] | None = None) -> Bank:
-    """images: K RGB uint8 support images (any size) -> a Bank ready to save."""
+    """images: K RGB uint8 support images (any size) -> a Bank ready to save.
+
+    A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
+    else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
+    command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
+    """
     pre = Preprocessor(config.input.resize, config.input.crop)
     cls = method_class(config.method.name)
     params = make_params(config.method.name, config.method.params, config.method.preset)
     feats = embed(backbone, pre, images)  # (K, Q, D)
     fg, fg_rules = None, []
-    if cls.uses_foreground and foreground is not None:
-        rows = []
-        for img in images:
-            mask, rule = foreground(pre.crop_rgb(img))
-            rows.append(mask_to_grid(mask, pre.grid))
-            fg_rules.append(rule)
-        fg = np.stack(rows)
+    if cls.uses_foreground:
+        fg, fg_rules = support_masks(images, pre, foreground or default_foreground())
     support = SupportSet(feats, fg, pre.grid)
     method = cls.fit(support, params)
     if config.threshold.value is not None:

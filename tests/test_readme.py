@@ -31,17 +31,25 @@ def sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_setup_is_two_commands_install_plus_demo_and_tests():
     install, tests = block("<!-- setup:")
-    assert "pip install" in install and install.rstrip().endswith("edge-foct demo")
-    assert tests.strip() == "python -m pytest"
+    assert "pip install -e . " in install and install.rstrip().endswith("edge-foct demo")
+    assert "[" not in install  # the first command installs the lean package only: no extras, no torch
+    assert "pip install" in tests and tests.rstrip().endswith("&& python -m pytest")
 
 
 def test_setup_main_job_runs(tmp_path):
-    """The main job of the first command, on a fresh cache (no backbone anywhere: random CNN)."""
+    """The main job of the first command, on a fresh cache with no backbone given: the pretrained
+    EfficientNet-Lite0 from the installed wheel, no download attempt, and it finds the defects."""
     demo = block("<!-- setup:")[0].split("&&")[-1].strip()
     res = sh(demo, tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "image AUROC" in res.stdout and "untrained" in res.stdout and "prepare-backbone" in res.stdout
-    assert (tmp_path / "edge-foct-demo" / "predict" / "results.jsonl").is_file()
+    assert "efficientnet-lite0" in res.stdout and "pretrained" in res.stdout, res.stdout
+    assert "untrained" not in res.stdout and "WARNING" not in res.stdout
+    assert "Downloading" not in res.stderr and "download.pytorch.org" not in res.stderr
+    caught = re.search(r"defective parts:\s+(\d+), flagged (\d+)", res.stdout)
+    good = re.search(r"good parts\s+:\s+(\d+), flagged (\d+)", res.stdout)
+    assert caught and good, res.stdout
+    assert int(caught.group(2)) >= int(caught.group(1)) - 1  # at least 9 of 10 caught
+    assert int(good.group(2)) <= 1  # at most 1 of 10 false alarms
 
 
 def test_quick_start_on_real_images(tmp_path):

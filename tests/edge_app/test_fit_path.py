@@ -1,0 +1,43 @@
+"""One fit path: `fit --method foct` fits the same method `eval` measures (foreground masks included)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from edge_foct.edge_app.cli import cli
+from edge_foct.runtime.backbone import Backbone
+from edge_foct.runtime.bank import Bank
+from edge_foct.runtime.config import load_config
+from edge_foct.runtime.fit import default_foreground, fit_bank, support_masks
+from edge_foct.runtime.image_io import list_images, read_image
+from edge_foct.runtime.preprocess import Preprocessor
+
+
+def test_fit_foct_applies_the_foreground(demo_category, random_backbone, tmp_path):
+    out = tmp_path / "bank"
+    res = CliRunner().invoke(cli, ["fit", "--support", str(demo_category / "train" / "good"), "--shots", "2",
+                                   "--backbone", str(random_backbone), "--method", "foct", "--preset", "edge",
+                                   "--size", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"]["name"] == "foct"
+    assert all("foreground_rule" in s for s in manifest["support"]), manifest["support"]
+
+
+def test_fit_bank_without_an_estimator_uses_the_default_one(demo_category, random_backbone):
+    """fit_bank called with no estimator (fit, demo, serve) == fit_bank given eval's estimator."""
+    bb = Backbone.load(random_backbone)
+    images = [read_image(p) for p in list_images([str(demo_category / "train" / "good")])[:2]]
+    config = load_config(None).replace(method={"name": "foct", "preset": "edge"}, input={"resize": 64, "crop": 64},
+                                       threshold={"value": 1.0})
+    a = fit_bank(bb, images, config)
+    b = fit_bank(bb, images, config, foreground=default_foreground())
+    assert set(a.arrays) == set(b.arrays)
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
+    masks, rules = support_masks(images, Preprocessor(64, 64), default_foreground())
+    assert masks.shape == (2, 64) and len(rules) == 2
+    assert isinstance(a, Bank)
