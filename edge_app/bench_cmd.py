@@ -34,7 +34,7 @@ from edge_foct.runtime.preprocess import Preprocessor
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .demo_data import write_demo_dataset
 from .eval_cmd import MultiValueCommand, load_foreground, parse_methods
-from .machine_info import describe, machine_info
+from .machine_info import describe, kernel_path, machine_info
 from .report import latency_table
 
 #: per-image inference on an RTX 3090, seed 001 (FastRef) Table 3, in seconds
@@ -107,7 +107,8 @@ def run_bench(backbone: str | None, size: int, methods: list[str], frames: int, 
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "data": str(data) if data else "built-in demo part", "shots": shots, "seed": seed,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
-        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description},
+        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
+                     "kernels": kernel_path(resolved.path)},
         "foreground": fg_note, "peak_rss_before_methods_mib": rss0, "papers_rtx3090_s": PAPERS_RTX3090,
         "machine": machine_info(), "results": rows,
         "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],

@@ -34,7 +34,7 @@ from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .datasets import Category, find_categories
 from .eval_pool import Context, Task, TaskResult, default_jobs, run_tasks
 from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth
-from .machine_info import machine_info
+from .machine_info import kernel_path, machine_info
 from .report import accuracy_table, plot_scores, summarise, write_results
 
 class MultiValueCommand(click.Command):
@@ -150,7 +150,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
         "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit, "jobs": jobs,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
-        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description},
+        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
+                     "kernels": kernel_path(resolved.path)},
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
     }
     records: list[dict[str, Any]] = []

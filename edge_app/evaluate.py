@@ -11,6 +11,7 @@ methods differ only in what they do with the same patch features.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,9 +104,23 @@ class SplitResult:
 
 
 def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[list, np.ndarray]:
-    """Support paths and the stream order of test indices for one split (shared by every method)."""
-    rng = np.random.default_rng([seed, split, shots])
-    support = [category.train[i] for i in sorted(rng.choice(len(category.train), shots, replace=False))]
+    """Support paths and the stream order of test indices for one split (shared by every method).
+
+    The support sets of splits 0, 1, ... are drawn in turn without repeats: a set already drawn
+    by an earlier split is drawn again (up to a bound) while another set is possible, so five
+    splits are five different support sets whenever the category has that many.
+    """
+    n = len(category.train)
+    possible = math.comb(n, shots)
+    seen: set[tuple[int, ...]] = set()
+    for s in range(split + 1):
+        rng = np.random.default_rng([seed, s, shots])
+        for _ in range(1000):
+            idx = tuple(sorted(int(i) for i in rng.choice(n, shots, replace=False)))
+            if idx not in seen or len(seen) >= possible:
+                break
+        seen.add(idx)
+    support = [category.train[i] for i in idx]
     return support, rng.permutation(len(category.test))
 
 

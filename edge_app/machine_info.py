@@ -31,6 +31,36 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: CPU flags that change which ONNX Runtime / BLAS kernels run (int8 dot products, bf16)
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The KERNEL_FLAGS this CPU has (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in KERNEL_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def kernel_path(graph: str | os.PathLike, flags: list[str] | None = None) -> str:
+    """How the feature graph's convolutions run here: "float32", or int8 with the CPU's dot-product
+    path (ONNX Runtime's u8s8 kernels saturate without VNNI, so int8 features differ between CPUs)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    if not any(n.op_type.startswith("QLinear") or n.op_type in ("QuantizeLinear", "ConvInteger", "MatMulInteger")
+               for n in model.graph.node):
+        return "float32"
+    flags = cpu_flags() if flags is None else flags
+    vnni = [f for f in flags if f in ("avx512_vnni", "avx_vnni", "amx_int8")]
+    return f"int8 ({'VNNI: ' + '+'.join(vnni) if vnni else 'no VNNI: u8s8 may saturate'}; CPU-dependent)"
+
+
 def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     try:
         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -71,6 +101,7 @@ def machine_info() -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "cpu": _cpu_name(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "cores_usable": usable,
         "load_average_1_5_15": [round(x, 2) for x in load] if load else None,
@@ -87,6 +118,7 @@ def describe(info: dict[str, Any]) -> str:
     load = info.get("load_average_1_5_15")
     commit = info["git"].get("commit")
     tag = f"{commit[:10]}{'+dirty' if info['git'].get('dirty') else ''}" if commit else "no git"
-    return (f"{info['cpu']} ({info['cores_usable']} usable cores, load {load[0] if load else '?'}) | {gpu} | "
+    flags = ",".join(info.get("cpu_flags") or []) or "flags ?"
+    return (f"{info['cpu']} [{flags}] ({info['cores_usable']} usable cores, load {load[0] if load else '?'}) | {gpu} | "
             f"onnxruntime {info['versions'].get('onnxruntime', info['versions'].get('onnxruntime-gpu', '?'))}, "
             f"numpy {info['versions'].get('numpy', '?')} | commit {tag}")

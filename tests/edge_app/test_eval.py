@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -168,3 +169,17 @@ def test_worker_processes_give_the_results_of_one_process(demo_category, random_
         for k in ("image_auroc", "pixel_auroc", "aupro", "threshold", "admitted_defective"):
             if k in a["metrics"]:
                 np.testing.assert_allclose(a["metrics"][k]["per_split"], b["metrics"][k]["per_split"], rtol=1e-4)
+
+
+def test_split_supports_are_distinct_when_possible():
+    """Five splits of 2 shots among 16 images are five different support sets (seed 0 once drew 3)."""
+    from edge_foct.edge_app.datasets import Category
+    from edge_foct.edge_app.evaluate import draw_split
+
+    for n, shots in ((16, 1), (16, 2), (8, 4), (3, 2)):
+        cat = Category("c", Path("/nonexistent"), tuple(Path(f"g{i}.png") for i in range(n)), ())
+        for seed in range(5):
+            sets = [tuple(draw_split(cat, shots, s, seed)[0]) for s in range(5)]
+            assert all(len(set(x)) == shots for x in sets)
+            assert len(set(sets)) == min(5, math.comb(n, shots)), (n, shots, seed, sets)
+            assert sets == [tuple(draw_split(cat, shots, s, seed)[0]) for s in range(5)]  # reproducible
