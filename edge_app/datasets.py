@@ -9,32 +9,12 @@ and VisA in its own layout (``visa.py``), which ``find_categories`` recognises b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.image_io import list_images
 
-
-@dataclass(frozen=True)
-class TestImage:
-    path: Path
-    defective: bool
-    defect_type: str  # "good" or the folder name
-    mask: Path | None  # ground-truth mask file, None when absent (pixel metrics skip the image)
-    mask_nonzero: bool = False  # a label mask (VisA): every non-zero pixel is a defect; else pixel > 127
-
-
-@dataclass(frozen=True)
-class Category:
-    name: str
-    root: Path
-    train: tuple[Path, ...]
-    test: tuple[TestImage, ...]
-
-    @property
-    def has_masks(self) -> bool:
-        return any(t.mask is not None for t in self.test if t.defective)
+from .categories import Category, TestImage
 
 
 def load_category(root: str | Path) -> Category:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge_foct.runtime.errors import EdgeFoctError
 
-from .datasets import Category, TestImage
+from .categories import Category, TestImage
 
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -13,16 +12,9 @@ import numpy as np
 from . import names
 from .engines import Engine, OrtEngine
 from .errors import BackboneError
+from .hashing import file_sha256  # noqa: F401  (re-exported: callers import it from here)
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .backbone import file_sha256
+from .hashing import file_sha256
 from .errors import EdgeFoctError
 
 ENGINE_MANIFEST = "engine_manifest.json"
