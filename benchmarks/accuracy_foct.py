@@ -159,7 +159,7 @@ def main() -> None:
             for split in range(a.splits):
                 r = run_split(cat, store, spec, a.shots, split, a.seed, foreground=fg if uses_fg else None,
                               views=a.views)
-                m = split_metrics(r, y, truth, pre.crop)
+                m = split_metrics(r, y, truth, pre.crop_hw)
                 assert abs(m["image_auroc"] - roc_auc_score(y, r.image_scores)) < 1e-9
                 if r.diagnostics and "admitted_patches" in r.diagnostics[0]:
                     m["admitted_defect_patches"], m["admitted_patches"] = admitted_defect_patches(r.diagnostics, cells)

@@ -56,7 +56,7 @@ def main() -> None:
         truth = pixel_truth(cat, pre)
         for lam in [None, *lams]:  # None: PatchCore, the reference
             spec = MethodSpec("patchcore") if lam is None else MethodSpec("patchcore+", params={"lam": lam})
-            per_split = [split_metrics(run_split(cat, store, spec, a.shots, s, a.seed), labels, truth, pre.crop)
+            per_split = [split_metrics(run_split(cat, store, spec, a.shots, s, a.seed), labels, truth, pre.crop_hw)
                          for s in range(a.splits)]
             label = spec.name if lam is None else f"patchcore+ lam={lam:g}"
             records.append({"method": label, "category": cat.name, "shots": a.shots, "splits": a.splits,

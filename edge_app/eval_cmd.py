@@ -28,7 +28,8 @@ from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.methods import METHODS, make_params, method_class
-from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.image_io import read_image
+from edge_foct.runtime.preprocess import Preprocessor, image_aspect
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .datasets import Category, find_categories
@@ -83,6 +84,12 @@ def _record(cat: Category, spec: MethodSpec, shots: int, per_split: list[dict], 
     }
 
 
+def category_aspect(cat: Category, n: int = 8) -> float:
+    """Width / height of the category's train/good images (median of the first ``n``): the input
+    aspect `fit --keep-aspect` would take from them."""
+    return image_aspect([read_image(p) for p in cat.train[:n]])
+
+
 def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], splits: int, seed: int,
                   bb: Backbone, pre: Preprocessor, views: int, pro_limit: float, out: Path,
                   foreground: Any, fg_note: str, batch: int, jobs: int = 1) -> list[dict[str, Any]]:
@@ -115,6 +122,8 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
             plot_scores_[spec.label], plot_thr[spec.label] = runs[0].image_scores, runs[0].threshold
             extra = ({"foreground": {"source": fg_note, "rules": dict(rules)}}
                      if method_class(spec.name).uses_foreground else {})
+            if pre.aspect != 1.0:
+                extra["input"] = {"aspect": pre.aspect, "crop_hw": list(pre.crop_hw), "grid": list(pre.grid)}
             records.append(_record(cat, spec, k, [r.metrics for r in runs], supports, list(notes), extra))
         plot_scores(out / "plots" / f"{cat.name}-{k}shot.png", f"{cat.name}, {k}-shot, split 0 (raw scores)",
                     labels, plot_scores_, plot_thr)
@@ -124,7 +133,8 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
              splits: int, seed: int, backbone: str | None, size: int, resize: int | None, views: int,
-             out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1) -> list[dict[str, Any]]:
+             out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
+             keep_aspect: bool = False) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
@@ -149,14 +159,16 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
         "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit, "jobs": jobs,
-        "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
+        "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid),
+                  "aspect": "per category (keep-aspect)" if keep_aspect else 1.0},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
                      "kernels": kernel_path(resolved.path)},
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
     }
     records: list[dict[str, Any]] = []
     for cat in cats:
-        records += eval_category(cat, specs, shots, splits, seed, bb, pre, views, pro_limit, out,
+        cat_pre = dataclasses.replace(pre, aspect=category_aspect(cat)) if keep_aspect else pre
+        records += eval_category(cat, specs, shots, splits, seed, bb, cat_pre, views, pro_limit, out,
                                  foreground, fg_note, batch, jobs)
         run["wall_seconds"] = round(time.perf_counter() - t0, 1)
         usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
@@ -189,12 +201,15 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
 @click.option("--jobs", type=int, default=0, show_default=True,
               help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
+@click.option("--keep-aspect", is_flag=True,
+              help="Keep each category's image aspect (short side = --size) instead of a square crop.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, out) -> None:
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
+            out) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 1 for k in shots):
         raise EdgeFoctError("--splits and --shots must be >= 1")
     if jobs < 0:
         raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
-             backbone, size, resize, views, out, jobs=jobs or default_jobs())
+             backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect)

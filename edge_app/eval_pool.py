@@ -91,7 +91,7 @@ def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
             return mask, rule
     r = run_split(ctx.category, ctx.store, task.spec, task.shots, task.split, ctx.seed, foreground=fg,
                   views=ctx.views)
-    m = split_metrics(r, ctx.labels, ctx.truth, ctx.store.pre.crop, ctx.pro_limit)
+    m = split_metrics(r, ctx.labels, ctx.truth, ctx.store.pre.crop_hw, ctx.pro_limit)
     return TaskResult(task, m, dict(rules), r.image_scores if task.split == 0 else None, r.threshold)
 
 

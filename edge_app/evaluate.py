@@ -160,12 +160,12 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
 
 
 def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | None]:
-    """Per test image: (crop, crop) bool mask aligned with the maps; zeros for good images;
+    """Per test image: (crop_h, crop_w) bool mask aligned with the maps; zeros for good images;
     None for a defective image without a usable mask (missing, or all zero)."""
     out = []
     for t in category.test:
         if not t.defective:
-            out.append(np.zeros((pre.crop, pre.crop), bool))
+            out.append(np.zeros(pre.crop_hw, bool))
         elif t.mask is None:
             out.append(None)
         else:
@@ -174,9 +174,9 @@ def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | Non
     return out
 
 
-def pixel_maps(patch_scores: np.ndarray, crop: int) -> np.ndarray:
-    """(N, h, w) -> (N, crop, crop) float32 anomaly maps (upsample + blur, as served)."""
-    return np.stack([anomaly_map(p, (crop, crop)) for p in patch_scores])
+def pixel_maps(patch_scores: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) -> (N, crop_h, crop_w) float32 anomaly maps (upsample + blur, as served)."""
+    return np.stack([anomaly_map(p, crop_hw) for p in patch_scores])
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class PixelTruth:
     """Ground truth for the pixel metrics of one category, built once and shared by every run."""
 
     keep: np.ndarray  # (N,) bool: test images scored at pixel level (good ones, and defects with a mask)
-    masks: np.ndarray  # (keep.sum(), crop, crop) bool
+    masks: np.ndarray  # (keep.sum(), crop_h, crop_w) bool
     regions: tuple[np.ndarray, int]  # metrics.region_weights(masks)
     skipped: int  # defective images without a usable mask (left out of the pixel metrics only)
 
@@ -199,7 +199,7 @@ def pixel_truth(category: Category, pre: Preprocessor) -> PixelTruth | None:
     return PixelTruth(keep, masks, region_weights(masks), int((~keep).sum()))
 
 
-def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | None, crop: int,
+def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | None, crop_hw: tuple[int, int],
                   pro_limit: float = 0.3) -> dict[str, Any]:
     """Every metric of one split. labels (N,) bool, test-set order (as ``result``'s arrays).
 
@@ -223,7 +223,7 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
         out["stream_false_alarm_rate"] = float(sf[~labels].mean()) if (~labels).any() else float("nan")
         out["stream_miss_rate"] = float((~sf[labels]).mean()) if labels.any() else float("nan")
     if truth is not None:
-        maps = pixel_maps(result.patch_scores[truth.keep], crop)  # (n, crop, crop)
+        maps = pixel_maps(result.patch_scores[truth.keep], crop_hw)  # (n, crop_h, crop_w)
         out.update(pixel_metrics(truth.masks, maps, pro_limit, truth.regions))
     diags = result.diagnostics
     conc = [float(d["concentration"]) for d in diags if "concentration" in d]

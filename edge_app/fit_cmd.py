@@ -13,6 +13,7 @@ from edge_foct.runtime.config import load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
+from edge_foct.runtime.preprocess import image_aspect
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 
@@ -33,12 +34,14 @@ def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
 
 def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | None, seed: int,
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
-            threshold: float | None, foreground=None, download: bool = False) -> Path:
+            threshold: float | None, foreground=None, download: bool = False, keep_aspect: bool = False) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size else {})
     paths = pick_support(list_images(support), shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
+    if keep_aspect:
+        config = config.replace(input={"aspect": image_aspect(images)})
     resolved = resolve_backbone(backbone, download=download)
     bb = Backbone.load(resolved.path)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,
@@ -67,9 +70,12 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
 @click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
+@click.option("--keep-aspect", is_flag=True,
+              help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
 @click.option("--download", is_flag=True,
               help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
-def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path, download) -> None:
+def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path, keep_aspect,
+            download) -> None:
     """Learn a memory bank from a few images of good parts."""
     run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold,
-            download=download)
+            download=download, keep_aspect=keep_aspect)

@@ -43,6 +43,11 @@ class Bank:
         return self.manifest["input"]["resize"], self.manifest["input"]["crop"]
 
     @property
+    def input_aspect(self) -> float:
+        """Width / height of the network input (1.0: square; banks before --keep-aspect are square)."""
+        return float(self.manifest["input"].get("aspect", 1.0))
+
+    @property
     def pretrained(self) -> bool:
         return bool(self.manifest["backbone"]["pretrained"])
 

@@ -5,6 +5,7 @@ Example (every key optional)::
     [input]
     resize = 256
     crop = 256
+    aspect = 1.0             # width / height of the network input; 1 = square
 
     [method]
     name = "foct"
@@ -34,6 +35,7 @@ from .errors import EdgeFoctError
 class InputConfig:
     resize: int = 256
     crop: int = 256
+    aspect: float = 1.0  # width / height of the network input (fit --keep-aspect sets it from the support)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
     command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
     """
-    pre = Preprocessor(config.input.resize, config.input.crop)
+    pre = Preprocessor(config.input.resize, config.input.crop, config.input.aspect)
     cls = method_class(config.method.name)
     params = make_params(config.method.name, config.method.params, config.method.preset)
     feats = embed(backbone, pre, images)  # (K, Q, D)
@@ -91,7 +91,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "edge_foct_version": __version__,
         "backbone": backbone.info.to_json(),
-        "input": {"resize": pre.resize, "crop": pre.crop},
+        "input": {"resize": pre.resize, "crop": pre.crop, "aspect": pre.aspect},
         "grid": list(pre.grid),
         "method": {"name": cls.name, "preset": config.method.preset, "params": _json_params(params)},
         "threshold": thr.to_json(),

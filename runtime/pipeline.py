@@ -70,5 +70,5 @@ class Inspector:
         feats = self.backbone.features(self.pre.normalise(self.pre.crop_rgb(grey)))[0]  # (h, w, D)
         h, w, d = feats.shape
         patch = self.method.score(feats.reshape(h * w, d), update=False).scores.reshape(h, w)
-        anomaly_map(patch, (self.pre.crop, self.pre.crop))
+        anomaly_map(patch, self.pre.crop_hw)
         return (time.perf_counter() - t0) * 1e3

@@ -10,40 +10,78 @@ import numpy as np
 from .names import IMAGENET_MEAN, IMAGENET_STD
 
 
+def round16(x: float) -> int:
+    """Nearest multiple of 16, at least 16."""
+    return max(16, int(round(x / 16)) * 16)
+
+
+def image_aspect(images) -> float:
+    """Median width / height of RGB images (H, W, 3), rounded to 2 decimals and kept in [1/4, 4]."""
+    r = float(np.median([im.shape[1] / im.shape[0] for im in images]))
+    return round(min(4.0, max(0.25, r)), 2)
+
+
 @dataclass(frozen=True)
 class Preprocessor:
-    """resize: the image is resized to (resize, resize); crop: then centre-cropped to (crop, crop).
+    """The image is resized, then centre-cropped to the network input.
 
-    Square resize, as PatchCore / FOCT do (the products are centred in the frame). ``crop`` must
-    be a multiple of 16 so the stride-8 and stride-16 grids line up.
+    aspect = 1 (default): resized to (resize, resize) and cropped to (crop, crop), a square, as
+    PatchCore / FOCT do (the products are centred in the frame). aspect = width / height != 1 (a
+    long or tall product, fit --keep-aspect): the short side of the input is ``crop`` and the long
+    side ``crop * aspect`` rounded to a multiple of 16, so an elongated part is not squashed; the
+    resize keeps the same resize / crop margin. ``crop`` must be a multiple of 16 so the stride-8
+    and stride-16 grids line up.
     """
 
     resize: int = 256
     crop: int = 256
+    aspect: float = 1.0
 
     def __post_init__(self) -> None:
         if self.crop % 16 or self.crop > self.resize:
             raise ValueError(f"crop={self.crop} must be a multiple of 16 and <= resize={self.resize}")
+        if not 0.25 <= self.aspect <= 4.0:
+            raise ValueError(f"aspect={self.aspect} must be within [0.25, 4]")
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        if self.aspect == 1.0:
+            return self.crop, self.crop
+        if self.aspect > 1.0:
+            return self.crop, round16(self.crop * self.aspect)
+        return round16(self.crop / self.aspect), self.crop
+
+    @property
+    def resize_hw(self) -> tuple[int, int]:
+        """(height, width) the image is resized to before the centre crop."""
+        if self.aspect == 1.0:
+            return self.resize, self.resize
+        h, w = self.crop_hw
+        return int(round(h * self.resize / self.crop)), int(round(w * self.resize / self.crop))
 
     @property
     def grid(self) -> tuple[int, int]:
         """Patch grid (h, w) of the stride-8 features."""
-        return self.crop // 8, self.crop // 8
+        h, w = self.crop_hw
+        return h // 8, w // 8
 
-    def _offset(self) -> int:
-        return (self.resize - self.crop) // 2
+    def _window(self) -> tuple[slice, slice]:
+        (rh, rw), (ch, cw) = self.resize_hw, self.crop_hw
+        oy, ox = (rh - ch) // 2, (rw - cw) // 2
+        return slice(oy, oy + ch), slice(ox, ox + cw)
 
     def crop_rgb(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (crop, crop, 3) uint8: the pixels the network sees."""
-        img = cv2.resize(rgb, (self.resize, self.resize), interpolation=cv2.INTER_LINEAR)
-        o = self._offset()
-        return np.ascontiguousarray(img[o:o + self.crop, o:o + self.crop])
+        """(H, W, 3) uint8 -> (crop_h, crop_w, 3) uint8: the pixels the network sees."""
+        rh, rw = self.resize_hw
+        img = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(img[self._window()])
 
     def crop_mask(self, mask: np.ndarray) -> np.ndarray:
-        """(H, W) bool -> (crop, crop) bool, nearest neighbour, aligned with ``crop_rgb``."""
-        m = cv2.resize(mask.astype(np.uint8), (self.resize, self.resize), interpolation=cv2.INTER_NEAREST)
-        o = self._offset()
-        return m[o:o + self.crop, o:o + self.crop].astype(bool)
+        """(H, W) bool -> (crop_h, crop_w) bool, nearest neighbour, aligned with ``crop_rgb``."""
+        rh, rw = self.resize_hw
+        m = cv2.resize(mask.astype(np.uint8), (rw, rh), interpolation=cv2.INTER_NEAREST)
+        return m[self._window()].astype(bool)
 
     @staticmethod
     def normalise(crops: np.ndarray) -> np.ndarray:
@@ -55,5 +93,5 @@ class Preprocessor:
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (1, 3, crop, crop) float32."""
+        """(H, W, 3) uint8 RGB -> (1, 3, crop_h, crop_w) float32."""
         return self.normalise(self.crop_rgb(rgb))

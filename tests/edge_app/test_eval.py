@@ -76,14 +76,14 @@ def test_split_metrics_reads_concentration_and_admissions():
     diags = [{"concentration": 0.2, "admitted": 3}, {"concentration": 0.4, "admitted": 0},
              {"concentration": 0.6, "admitted": 1}, {"concentration": 0.8}, {"concentration": 1.0, "admitted": 2}]
     r = SplitResult("x", 0, np.array([0.1, 0.5, 0.4, 0.9, 0.8]), np.zeros((5, 2, 2), np.float32), 0.45, diags, 0.01)
-    m = split_metrics(r, labels, None, 16)
+    m = split_metrics(r, labels, None, (16, 16))
     assert m["concentration"] == pytest.approx(0.6)
     assert (m["admitted_defective"], m["admitted_good"]) == (2, 1)
     assert m["false_alarm_rate"] == pytest.approx(0.5) and m["miss_rate"] == pytest.approx(1 / 3)
     assert m["image_auroc"] == pytest.approx(5 / 6) and "pixel_auroc" not in m
     assert "stream_miss_rate" not in m  # no stream verdicts recorded
     r.stream_flags = np.array([True, False, False, True, True])
-    m = split_metrics(r, labels, None, 16)
+    m = split_metrics(r, labels, None, (16, 16))
     assert m["stream_false_alarm_rate"] == pytest.approx(0.5) and m["stream_miss_rate"] == pytest.approx(1 / 3)
 
 

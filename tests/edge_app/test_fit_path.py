@@ -41,3 +41,24 @@ def test_fit_bank_without_an_estimator_uses_the_default_one(demo_category, rando
     masks, rules = support_masks(images, Preprocessor(64, 64), default_foreground())
     assert masks.shape == (2, 64) and len(rules) == 2
     assert isinstance(a, Bank)
+
+
+def test_keep_aspect_fit_and_predict(random_backbone, tmp_path):
+    """fit --keep-aspect on 2.5:1 parts: the bank records the aspect, predict's maps are 2.5:1."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good"
+    good.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(good / f"g{i}.png"), rng.integers(0, 255, (80, 200, 3), dtype=np.uint8))
+    bank = tmp_path / "bank"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["fit", "--support", str(good), "--backbone", str(random_backbone), "--size", "64",
+                              "--keep-aspect", "--out", str(bank)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((bank / "manifest.json").read_text())["input"]["aspect"] == 2.5
+    res = runner.invoke(cli, ["predict", "--bank", str(bank), str(good), "--out", str(tmp_path / "pred")])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "pred" / "results.jsonl").read_text().splitlines()[0])
+    assert cv2.imread(str(tmp_path / "pred" / rec["map"]), cv2.IMREAD_UNCHANGED).shape == (64, 160)
