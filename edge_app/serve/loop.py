@@ -93,9 +93,9 @@ class InferenceLoop:
                  "threshold": round(float(r.threshold), 6), "latency_ms": latency, "snapshot": snapshot}
         if r.diagnostics:
             event["diagnostics"] = r.diagnostics
-        self.events.write(event)
-        for sink in self.sinks:
+        for sink in self.sinks:  # the broker outbox before the log: a kill between them loses no message
             sink(event)
+        self.events.write(event)
         self.live.publish(event, jpg.tobytes())
         self.frames += 1
         if self.show:

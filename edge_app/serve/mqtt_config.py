@@ -71,7 +71,7 @@ def parse_url(url: str) -> BrokerUrl:
         raise EdgeFoctError(f"MQTT URL {url!r}: only scheme, host, port and topic prefix; the user name "
                             f"goes in {ENV_USERNAME} or the [mqtt] config")
     prefix = u.path.strip("/") if u.path.strip("/") else DEFAULT_PREFIX
-    if any(c in prefix for c in "+#\0") or "//" in prefix:
+    if any(c in prefix for c in "+#\0") or "//" in prefix or "#" in url:
         raise EdgeFoctError(f"MQTT URL {url!r}: the topic prefix {prefix!r} may not hold '+', '#' or empty levels")
     return BrokerUrl(u.hostname, port or (8883 if u.scheme == "mqtts" else 1883), prefix, u.scheme == "mqtts")
 

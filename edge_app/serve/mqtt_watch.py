@@ -62,6 +62,7 @@ class Watcher:
         self.connected = threading.Event()
         self._seen: OrderedDict[tuple, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._stopping = False
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edge-foct-watch-{uuid.uuid4().hex[:8]}",
                         clean_session=client_id is None, protocol=mqtt.MQTTv311)
         apply_credentials(c, settings)
@@ -75,6 +76,7 @@ class Watcher:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -92,7 +94,8 @@ class Watcher:
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self.connected.clear()
-        log.warning("watch: lost %s (%s); reconnecting", self.settings.url, reason)
+        if not self._stopping:
+            log.warning("watch: lost %s (%s); reconnecting", self.settings.url, reason)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         parts = msg.topic.split("/")
