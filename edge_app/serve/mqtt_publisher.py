@@ -102,9 +102,10 @@ class MqttPublisher:
 
     # -- paho's thread ---------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        if reason.is_failure:
+        if reason.is_failure:  # bad credentials, not authorised: said once, retried with back-off
+            if self.state != f"refused: {reason}":
+                log.error("MQTT %s refused the connection: %s", self.settings.url, reason)
             self.state = f"refused: {reason}"
-            log.error("MQTT %s refused the connection: %s", self.settings.url, reason)
             return
         self.connects += 1
         self.reconnects = self.connects - 1
@@ -116,12 +117,14 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self._connected.clear()
         self._resync = True
-        if not self._closing.is_set():
+        if not self._closing.is_set() and self.state == "connected":  # a refusal keeps its own words
             self.state = f"down ({reason})"
             log.warning("MQTT: lost %s (%s); queueing on disk, reconnecting", self.settings.url, reason)
 
     def _on_connect_fail(self, client, userdata) -> None:
-        if not self.state.startswith("refused"):
+        if self.state != "down (cannot connect)" and not self.state.startswith("refused"):
+            log.warning("MQTT: cannot connect to %s (no broker there, or TLS refused); queueing on disk, retrying",
+                        self.settings.url)
             self.state = "down (cannot connect)"
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:

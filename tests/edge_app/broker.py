@@ -38,12 +38,12 @@ def free_port() -> int:
 class Mosquitto:
     """``start()`` / ``stop()`` (SIGTERM: it saves its persistence file) / ``start()`` again on the same port."""
 
-    def __init__(self, binary: str, folder: Path, extra: str = "") -> None:
+    def __init__(self, binary: str, folder: Path, extra: str = "", anonymous: bool = True) -> None:
         self.binary, self.folder, self.port = binary, Path(folder), free_port()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.conf = self.folder / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {str(anonymous).lower()}\npersistence true\n"
             f"persistence_location {self.folder}/\nmax_queued_messages 0\nmax_inflight_messages 100\n"
             f"log_dest file {self.folder}/mosquitto.log\nuser {getpass.getuser()}\n{extra}")
         self.proc: subprocess.Popen | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from edge_foct.edge_app.serve.app import ServeApp, ServeOptions
 from edge_foct.edge_app.serve.event_queue import EventQueue
 from edge_foct.edge_app.serve.mqtt_config import MqttConfig, load_serve_config, parse_url, resolve
+from edge_foct.edge_app.serve.mqtt_publisher import MqttPublisher
 from edge_foct.edge_app.serve.mqtt_watch import Watcher
 from edge_foct.edge_app.serve.sources import CaptureSource
 from edge_foct.runtime.errors import EdgeFoctError
@@ -338,3 +340,72 @@ def test_fault_broker_down_and_kill_9(broker, bank, video, tmp_path):  # noqa: F
     if os.environ.get("EDGE_FOCT_FAULT_REPORT"):
         Path(os.environ["EDGE_FOCT_FAULT_REPORT"]).write_text(json.dumps(report, indent=2) + "\n")
     assert report["lost"] == 0 and total <= counts["events"] <= total + 2
+
+
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the TLS test needs the openssl command to make its certificates")
+    folder.mkdir(parents=True)
+    ca, ca_key, crt, key, csr, ext = (folder / n for n in ("ca.pem", "ca.key", "server.pem", "server.key",
+                                                            "server.csr", "san.ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in ([openssl, "req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=test-ca"],
+                [openssl, "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+                [openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+                 "-days", "1", "-extfile", ext]):
+        subprocess.run([str(c) for c in cmd], check=True, capture_output=True, timeout=60)
+    return ca, crt, key
+
+
+def test_tls_and_password_from_a_file(tmp_path):
+    binary = need_mosquitto()
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd (Debian package mosquitto) is needed to make the broker's password file")
+    ca, crt, key = make_tls_files(tmp_path / "tls")
+    subprocess.run([passwd, "-b", "-c", str(tmp_path / "passwd"), "press-7", "s3cret"], check=True, timeout=30)
+    broker = Mosquitto(binary, tmp_path / "broker", anonymous=False,
+                       extra=f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\npassword_file {tmp_path / 'passwd'}\n")
+    broker.start()
+    try:
+        (tmp_path / "pw").write_text("s3cret\n")
+        cfg = tmp_path / "serve.toml"
+        cfg.write_text(f'[mqtt]\nurl = "mqtts://127.0.0.1:{broker.port}/secure"\nstation = "press-7"\n'
+                       f'username = "press-7"\npassword_file = "{tmp_path / "pw"}"\nca = "{ca}"\n')
+        settings = resolve(load_serve_config(cfg), env={})
+        seen = []
+        watcher = Watcher(settings, seen.append, events=True)
+        watcher.start()
+        assert watcher.subscribed.wait(20)
+        pub = MqttPublisher(settings, tmp_path / "box", tmp_path, lambda: {"method": "patchcore"}, "run1")
+        pub.start()
+        for f in range(3):
+            pub.put({"run": "run1", "frame": f, "defective": f == 1, "snapshot": "snapshots/a.jpg" if f == 1 else None})
+        assert wait_for(lambda: pub.published == 3, timeout=20), pub.state
+        pub.close()
+        assert wait_for(lambda: sum(r.kind == "events" for r in seen) == 3, timeout=10)
+        assert [r.payload["frame"] for r in seen if r.kind == "events"] == [0, 1, 2]
+        assert [(r.payload["frame"], r.payload["snapshot_path"]) for r in seen if r.kind == "defects"] == \
+            [(1, str((tmp_path / "snapshots/a.jpg").resolve()))]
+        watcher.stop()
+        # a wrong password is refused and said so; the frame waits in the outbox
+        wrong = resolve(load_serve_config(cfg), env={"EDGE_FOCT_MQTT_PASSWORD": "wrong"})
+        pub = MqttPublisher(wrong, tmp_path / "box2", tmp_path, lambda: {}, "run2")
+        pub.start()
+        pub.put({"run": "run2", "frame": 0, "defective": False})
+        assert wait_for(lambda: pub.state.startswith("refused"), timeout=20), pub.state
+        assert "not authori" in pub.state.lower() and len(pub.queue) == 1
+        pub.close(drain_timeout=0)
+        # a broker certificate that the given CA did not sign is not trusted
+        other_ca, _, _ = make_tls_files(tmp_path / "other")
+        cfg.write_text(cfg.read_text().replace(str(ca), str(other_ca)))
+        pub = MqttPublisher(resolve(load_serve_config(cfg), env={}), tmp_path / "box3", tmp_path, lambda: {}, "run3")
+        pub.start()
+        assert wait_for(lambda: pub.state == "down (cannot connect)", timeout=20), pub.state
+        assert pub.connects == 0
+        pub.close(drain_timeout=0)
+    finally:
+        broker.stop()
