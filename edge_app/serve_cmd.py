@@ -73,7 +73,7 @@ def _window_available() -> bool:
               help="Transport maths: CUDA kernels (auto: when a GPU is usable) or the NumPy reference.")
 @click.option("--mqtt", "mqtt_url", default=None, metavar="URL",
               help="Publish events, defects and status to an MQTT broker: mqtt://HOST:PORT/PREFIX (mqtts:// for TLS).")
-@click.option("--station", default=None, help="--mqtt: this station's id in the topics (default: the host name).")
+@click.option("--station", default=None, help="--mqtt: this station's id in the topics, unique on the broker (default: the host name).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML with an [mqtt] table: url, station, username, password_file, ca, cert, key, queue_max.")
 def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size, threshold,

@@ -23,7 +23,7 @@ from edge_foct.edge_app.serve.app import ServeApp, ServeOptions
 from edge_foct.edge_app.serve.event_queue import EventQueue
 from edge_foct.edge_app.serve.mqtt_config import MqttConfig, load_serve_config, parse_url, resolve
 from edge_foct.edge_app.serve.mqtt_publisher import MqttPublisher
-from edge_foct.edge_app.serve.mqtt_watch import Watcher
+from edge_foct.edge_app.serve.mqtt_watch import Received, Watcher, format_line
 from edge_foct.edge_app.serve.sources import CaptureSource
 from edge_foct.runtime.errors import EdgeFoctError
 
@@ -114,6 +114,19 @@ def test_bad_mqtt_options_are_one_line(bank, video, tmp_path, capsys):  # noqa: 
         main(["watch", "tcp://x"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.strip() == "error: MQTT URL 'tcp://x': expected mqtt://HOST[:PORT]/PREFIX or mqtts://... (TLS)"
+
+
+def test_watch_lines():
+    status = {"online": True, "method": "patchcore", "threshold": 13.0, "counters": {"frames": 5, "defects": 2},
+              "latency_ms": {"p50": 6.1, "p95": 9.0}, "outbox": {"length": 3}}
+    assert format_line(Received("press-7", "status", "p/press-7/status", status, True)) == \
+        "press-7          online   patchcore  threshold 13  frames 5 defects 2  p50/p95 6.1/9.0 ms  outbox 3"
+    assert format_line(Received("press-7", "status", "t", {"online": False, "reason": "connection lost (last will)",
+                                                           "run": "r1"}, True)).split() == \
+        ["press-7", "OFFLINE", "connection", "lost", "(last", "will)", "run", "r1"]
+    defect = {"frame": 12, "score": 14.2, "threshold": 13.0, "snapshot_path": "/out/snapshots/r1-0000012_overlay.jpg"}
+    assert format_line(Received("press-7", "defects", "t", defect, False)).split() == \
+        ["press-7", "DEFECT", "frame", "12", "score", "14.2", ">", "13.0", "/out/snapshots/r1-0000012_overlay.jpg"]
 
 
 # -- a real broker ---------------------------------------------------------------------------------------
