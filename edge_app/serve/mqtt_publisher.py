@@ -39,6 +39,7 @@ log = logging.getLogger("edge_foct.serve")
 
 WINDOW = 64  # outbox entries handed to paho and not yet acknowledged
 SYNC_EVERY = 0.5  # seconds between fsyncs of the outbox's new entries
+POLL_S = 0.05  # seconds between looks at the outbox (put does not wake the publisher: see event_queue.put)
 
 
 class MqttPublisher:
@@ -135,12 +136,13 @@ class MqttPublisher:
     def _run(self) -> None:
         owner: dict[int, int | None] = {}  # paho message id -> outbox entry (None: a status message)
         left: dict[int, int] = {}  # outbox entry -> messages not yet acknowledged, in hand-over order
-        last_handed, next_status, next_sync = -1, 0.0, 0.0
+        last_handed, next_status, next_sync, mark = -1, 0.0, 0.0, 0
         deadline = None
         try:
             while True:
                 if time.monotonic() >= next_sync:  # the inference thread does not wait for the disk
-                    self.queue.sync()
+                    self.queue.sync(before=mark)  # entries at least one round old and still unsent
+                    mark = self.queue.next_seq
                     next_sync = time.monotonic() + SYNC_EVERY
                 while True:  # acknowledgements: remove whole entries
                     try:
@@ -174,7 +176,7 @@ class MqttPublisher:
                     owner[info.mid] = None
                     next_status = now + self.settings.status_every
                 room = self.window - len(left)
-                entries = self.queue.peek(room, after=last_handed, timeout=0.1) if room > 0 else []
+                entries = self.queue.peek(room, after=last_handed, timeout=POLL_S) if room > 0 else []
                 if not entries and room <= 0:
                     self.queue.wait_change(0.1)
                 for seq, messages in entries:

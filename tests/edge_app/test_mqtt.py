@@ -276,6 +276,7 @@ def test_broker_down_queues_on_disk_and_status_metrics_show_it(broker, bank, vid
     check_station(watch.messages(), "inproc", tmp_path / "out")
 
 
+@pytest.mark.slow  # about 20 s on an idle 2-core box; the suite runs it
 def test_fault_broker_down_and_kill_9(broker, bank, video, tmp_path):  # noqa: F811
     """Three stations. The broker stops for FAULT_DOWN_S; while it is down press-2 is killed (-9) with frames
     in its outbox and restarted. Once the broker is back, press-1 is killed (-9) while connected: its last
@@ -293,7 +294,7 @@ def test_fault_broker_down_and_kill_9(broker, bank, video, tmp_path):  # noqa: F
 
     procs = {n: station(bank, video, o, n, broker.url(), *live) for n, o in outs.items()}
     try:
-        assert wait_for(lambda: all(n_events(n) >= 8 for n in outs), timeout=90)
+        assert wait_for(lambda: all(n_events(n) >= 5 for n in outs), timeout=90)
         t_down = time.time()
         broker.stop()
         assert wait_for(lambda: outbox("press-2") >= 4, timeout=FAULT_DOWN_S + 10)
@@ -317,7 +318,7 @@ def test_fault_broker_down_and_kill_9(broker, bank, video, tmp_path):  # noqa: F
         procs["press-1"] = station(bank, video, outs["press-1"], "press-1", broker.url(), *live)
         restarted["press-1"] = n_events("press-1")
         # both restarted stations are serving again (their SIGTERM handler is in place)
-        assert wait_for(lambda: all(n_events(n) >= restarted[n] + 10 for n in restarted), timeout=120)
+        assert wait_for(lambda: all(n_events(n) >= restarted[n] + 4 for n in restarted), timeout=120)
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
         stdouts = {n: finish(p, 60) for n, p in procs.items()}
