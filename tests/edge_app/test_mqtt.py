@@ -423,3 +423,30 @@ def test_tls_and_password_from_a_file(tmp_path):
         pub.close(drain_timeout=0)
     finally:
         broker.stop()
+
+
+def test_dashboard_page_shows_broker_and_outbox(broker, bank, video, tmp_path):  # noqa: F811
+    """The page (headless Chromium) shows the broker's state and the outbox, as /api/status has them."""
+    import re
+
+    from .test_serve_browser import CHROMIUM_FLAGS, chromium
+
+    browser = chromium()
+    settings = resolve(MqttConfig(url=broker.url(), station="page"), env={})
+    app = ServeApp(ServeOptions(bank=bank, out=tmp_path / "out", port=0, mqtt=settings),
+                   CaptureSource(video, "video", fps=20, loop=True))
+    app.start()
+    try:
+        assert wait_for(lambda: app.publisher.published >= 2, timeout=30)
+        broker.stop()
+        assert wait_for(lambda: len(app.publisher.queue) >= 3, timeout=30)
+        r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                            "--virtual-time-budget=5000", "--dump-dom", app.dashboard.url],
+                           capture_output=True, text=True, timeout=90)
+    finally:
+        app.stop()
+    assert r.returncode == 0 and "<body" in r.stdout, r.stderr[-2000:]
+    row = re.search(r'<tr id="broker-row"[^>]*>', r.stdout).group(0)
+    assert "hidden" not in row
+    cell = re.search(r'<td id="broker">down \(.*\) / (\d+) queued \(most (\d+)\)</td>', r.stdout)
+    assert cell and 3 <= int(cell.group(1)) <= int(cell.group(2)), r.stdout[-3000:]
