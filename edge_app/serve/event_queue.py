@@ -39,6 +39,8 @@ class EventQueue:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self.folder, self.max_entries = Path(folder), max_entries
         self.folder.mkdir(parents=True, exist_ok=True)
+        for tmp in self.folder.glob(".*.tmp"):  # a write that a kill interrupted: never renamed, never an entry
+            tmp.unlink(missing_ok=True)
         self._cond = threading.Condition()
         seqs = sorted(int(p.stem) for p in self.folder.glob(f"*{SUFFIX}") if p.stem.isdigit())
         self._pending: deque[int] = deque(seqs)

@@ -49,7 +49,7 @@ def test_outbox_keeps_order_bound_and_survives_a_restart(tmp_path, caplog):
     assert q.sync() == 3  # the entries still there reach the disk; removed ones are skipped
     (tmp_path / "box" / ".000000000099.json.tmp").write_bytes(b"half")  # a write a kill interrupted
     again = EventQueue(tmp_path / "box", max_entries=4)  # a restart takes the rest up, in order
-    assert again.restored == 3
+    assert again.restored == 3 and not list((tmp_path / "box").glob(".*.tmp"))
     assert [json.loads(m[0][1])["frame"] for _, m in again.peek(10, timeout=0)] == [3, 4, 5]
     again.put([("p/s/events", "{}")])
     assert max(s for s, _ in again.peek(10, timeout=0)) == got[3][0] + 1  # numbering goes on
