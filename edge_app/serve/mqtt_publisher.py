@@ -73,7 +73,7 @@ class MqttPublisher:
         c.will_set(self.topics["status"], self._offline("connection lost (last will)"), qos=1, retain=True)
         apply_credentials(c, s)
         c.max_inflight_messages_set(0)  # the publisher bounds what is in flight (window)
-        c.reconnect_delay_set(min_delay=1, max_delay=8)
+        c.reconnect_delay_set(min_delay=1, max_delay=2)  # a broker back is used within 2 s: the backlog drains
         c.on_connect, c.on_disconnect, c.on_publish = self._on_connect, self._on_disconnect, self._on_publish
         c.on_connect_fail = self._on_connect_fail
         return c

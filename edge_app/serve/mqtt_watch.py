@@ -66,7 +66,7 @@ class Watcher:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edge-foct-watch-{uuid.uuid4().hex[:8]}",
                         clean_session=client_id is None, protocol=mqtt.MQTTv311)
         apply_credentials(c, settings)
-        c.reconnect_delay_set(min_delay=1, max_delay=4)
+        c.reconnect_delay_set(min_delay=1, max_delay=2)
         c.on_connect, c.on_disconnect, c.on_message = self._on_connect, self._on_disconnect, self._on_message
         c.on_subscribe = self._on_subscribe
         self._client = c
