@@ -1,4 +1,5 @@
-"""The serving app: session + saved state + capture thread + inference loop + dashboard.
+"""The serving app: session + saved state + capture thread + inference loop + dashboard (+ /metrics,
+and with ``mqtt`` the broker publisher: mqtt_publisher.py).
 
 ``ServeApp(options, source).start()`` returns once everything runs; ``wait()`` until the loop
 stops by itself (the source ended, --max-frames) and ``stop()`` to shut it all down (the state
