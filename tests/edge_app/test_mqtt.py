@@ -61,6 +61,25 @@ def test_outbox_keeps_order_bound_and_survives_a_restart(tmp_path, caplog):
     assert (tmp_path / "box" / f"{first:012d}.json.corrupt").read_bytes() == b"\x00garbage"
 
 
+
+def test_outbox_full_disk_is_counted_and_said(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from edge_foct.runtime import atomic
+
+    q = EventQueue(tmp_path / "box")
+
+    def full_disk(path, data, fsync=True):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "write_bytes", full_disk)
+    assert q.put([("p/s/events", "{}")]) is False
+    assert q.stats()["write_errors"] == 1 and len(q) == 0
+    assert [r.getMessage() for r in caplog.records if "write failed" in r.getMessage()] == [
+        f"broker outbox {tmp_path / 'box'}: write failed ([Errno 28] No space left on device: "
+        f"'{tmp_path / 'box' / '000000000000.json'}'); 1 frames' messages lost so far"]
+
+
 def test_broker_url_and_config(tmp_path):
     u = parse_url("mqtt://broker.plant:1884/plant/line3/")
     assert (u.host, u.port, u.prefix, u.tls) == ("broker.plant", 1884, "plant/line3", False)
