@@ -27,10 +27,10 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from . import bench_cmd, build_engines_cmd, demo_cmd, eval_cmd, export_cmd, fit_cmd, predict_cmd, prepare_cmd
-    from . import doctor_cmd, serve_cmd
+    from . import doctor_cmd, serve_cmd, watch_cmd
 
     for module in (fit_cmd, predict_cmd, demo_cmd, prepare_cmd, eval_cmd, bench_cmd, export_cmd,
-                   build_engines_cmd, serve_cmd, doctor_cmd):
+                   build_engines_cmd, serve_cmd, watch_cmd, doctor_cmd):
         cli.add_command(module.command)
 
 

@@ -19,6 +19,7 @@ from edge_foct.runtime.errors import EdgeFoctError
 
 from .serve.app import ServeApp, ServeOptions
 from .serve.demo import prepare_demo
+from .serve.mqtt_config import load_serve_config, resolve
 from .serve.sources import CaptureSource, FolderSource
 
 log = logging.getLogger("edge_foct.serve")
@@ -70,15 +71,24 @@ def _window_available() -> bool:
               help="TensorRT engines from `edge-foct build-engines`: used when built here from this backbone.")
 @click.option("--compute", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
               help="Transport maths: CUDA kernels (auto: when a GPU is usable) or the NumPy reference.")
+@click.option("--mqtt", "mqtt_url", default=None, metavar="URL",
+              help="Publish events, defects and status to an MQTT broker: mqtt://HOST:PORT/PREFIX (mqtts:// for TLS).")
+@click.option("--station", default=None, help="--mqtt: this station's id in the topics, unique on the broker (default: the host name).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML with an [mqtt] table: url, station, username, password_file, ca, cert, key, queue_max.")
 def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size, threshold,
             fixed_threshold, host, port, no_dashboard, fps, loop_video, max_frames, save_every, queue,
-            offline, show, keep_snapshots, engines, compute) -> None:
+            offline, show, keep_snapshots, engines, compute, mqtt_url, station, config_path) -> None:
     """Inspect a live source: verdicts, event log, snapshots and a local dashboard."""
     chosen = [n for n, v in (("--camera", camera), ("--video", video), ("--rtsp", rtsp),
                              ("--folder", folder), ("--demo", demo or None)) if v is not None]
     if len(chosen) != 1:
         raise EdgeFoctError(f"give exactly one source (--camera, --video, --rtsp, --folder or --demo), got "
                             f"{', '.join(chosen) or 'none'}")
+    mqtt_cfg = load_serve_config(config_path).replace(url=mqtt_url, station=station)
+    if station is not None and not mqtt_cfg.url:
+        raise EdgeFoctError("--station names this station on the broker: give --mqtt URL too")
+    broker = resolve(mqtt_cfg) if mqtt_cfg.url else None
     if demo:
         video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method)
         bank_dir, fps, loop_video = bank_dir or demo_bank, fps or 4.0, True
@@ -97,7 +107,7 @@ def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, me
                            adapt=not fixed_threshold, host=host, port=port, dashboard=not no_dashboard,
                            save_every=save_every, queue=queue, lossless=folder is not None or (video is not None and not fps),
                            max_frames=max_frames, online=not offline, show=show and _window_available(),
-                           keep_snapshots=keep_snapshots, engines=engines, compute=compute)
+                           keep_snapshots=keep_snapshots, engines=engines, compute=compute, mqtt=broker)
     app = ServeApp(options, source, stop_event=stop)
     app.start()
     if app.dashboard is not None:
@@ -119,3 +129,8 @@ def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, me
     click.echo(f"{result.frames} frames ({result.reason}): {c['defects']} defective, {c['dropped']} dropped, "
                f"{c['reconnects']} reconnects, {c['snapshots']} snapshots ({c['snapshot_errors']} failed), "
                f"threshold {app.live.threshold:.4g} -> {out / 'events.jsonl'}")
+    if app.publisher is not None:
+        q = app.publisher.queue.stats()
+        click.echo(f"MQTT {broker.url}: {app.publisher.published} frames acknowledged, {q['length']} left in the "
+                   f"outbox (most {q['high_water']}, {q['overflowed']} dropped when full), "
+                   f"{app.publisher.reconnects} reconnects")

@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename."""
+def write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename.
+
+    ``fsync=False`` keeps the rename (a killed process leaves the old file or the new one) but not
+    the wait for the disk (a few ms, up to tens under load): for callers that sync in batches later
+    (the serve broker outbox, event_queue.py)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,7 +25,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""The serving app: session + saved state + capture thread + inference loop + dashboard.
+"""The serving app: session + saved state + capture thread + inference loop + dashboard (+ /metrics,
+and with ``mqtt`` the broker publisher: mqtt_publisher.py).
 
 ``ServeApp(options, source).start()`` returns once everything runs; ``wait()`` until the loop
 stops by itself (the source ended, --max-frames) and ``stop()`` to shut it all down (the state
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,10 @@ from ..inspect_session import open_session
 from .dashboard import Dashboard
 from .live import LiveStatus
 from .loop import InferenceLoop, LoopResult
+from .mqtt_config import BrokerSettings
+from .mqtt_publisher import MqttPublisher
 from .outputs import EventLog, Snapshots
+from .prometheus import StationMetrics
 from .sources import CaptureThread, Source
 from .state import CorruptState, StateStore
 
@@ -49,6 +55,7 @@ class ServeOptions:
     state: Path | None = None  # default: <out>/episodic.npz (names.EPISODIC_STATE)
     engines: Path | None = None  # TensorRT engines from `edge-foct build-engines` (used when they fit here)
     compute: str = "auto"  # transport maths: "auto" | "numpy" | "cuda"
+    mqtt: BrokerSettings | None = None  # publish events, defects and status to this broker (mqtt_publisher.py)
 
 
 class ServeApp:
@@ -60,6 +67,7 @@ class ServeApp:
         self.result: LoopResult | None = None
         self.error: BaseException | None = None  # what stopped the loop, if it crashed
         self.dashboard: Dashboard | None = None
+        self.publisher: MqttPublisher | None = None
         self._done = threading.Event()
 
     def start(self) -> None:
@@ -105,20 +113,49 @@ class ServeApp:
                 "backbone": bank.manifest["backbone"]["id"]}
         self.live = LiveStatus(info)
         self.capture = CaptureThread(self.source, o.queue, lossless=o.lossless, backoff=o.backoff)
+        sinks = self._outlets(run)
         self.loop = InferenceLoop(session, self.capture, self.live, EventLog(o.out / "events.jsonl"),
                                   Snapshots(o.out / "snapshots", run, o.keep_snapshots, self._writer), store,
-                                  stream, run, o.save_every, o.max_frames, o.show)
+                                  stream, run, o.save_every, o.max_frames, o.show, sinks)
         if o.dashboard:
             try:
-                self.dashboard = Dashboard(self.live, o.host, o.port)
+                self.dashboard = Dashboard(self.live, o.host, o.port, metrics=self.metrics.render)
             except BaseException:
                 self.source.close()
+                if self.publisher is not None:
+                    self.publisher.close(drain_timeout=0)
                 raise
             self.dashboard.start()
             log.info("dashboard on %s", self.dashboard.url)
         self.capture.start()
         self._thread = threading.Thread(target=self._run_loop, name="inference", daemon=True)
         self._thread.start()
+
+    def _outlets(self, run: str) -> list[Callable[[dict], None]]:
+        """Prometheus metrics (always) and the broker outbox (with ``mqtt``): where each event also goes."""
+        o = self.options
+        station = o.mqtt.station if o.mqtt else socket.gethostname().split(".")[0]
+        if o.mqtt is not None:
+            self.publisher = MqttPublisher(o.mqtt, o.out / "mqtt-outbox", o.out, self._broker_status, run)
+            self.live.sections["mqtt"] = self.publisher.stats
+        self.metrics = StationMetrics(self.live, station, self.publisher.stats if self.publisher else None)
+        if self.publisher is None:
+            return [self.metrics.observe]
+        self.publisher.start()
+        publisher, metrics = self.publisher, self.metrics
+
+        def to_broker(event: dict) -> None:
+            t = time.perf_counter()
+            publisher.put(event)  # a local file write: inspection never waits on the network
+            metrics.observe_stage("outbox", time.perf_counter() - t)
+
+        return [self.metrics.observe, to_broker]
+
+    def _broker_status(self) -> dict:
+        s = self.live.status()
+        keys = ("method", "threshold", "threshold_rule", "source", "source_status", "latency_ms", "fps", "counters",
+                "backbone", "uptime_s")
+        return {"learns_online": s.get("online"), **{k: s.get(k) for k in keys}}
 
     def _run_loop(self) -> None:
         try:
@@ -138,6 +175,8 @@ class ServeApp:
         self._thread.join()
         if self.dashboard is not None:
             self.dashboard.stop()
+        if self.publisher is not None:
+            self.publisher.close()  # sends what is queued while the broker is there (bounded wait)
         self.capture.join(timeout=5)
         if self.error is not None:
             raise self.error

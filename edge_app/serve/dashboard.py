@@ -8,6 +8,7 @@ Routes::
     /api/status        JSON: verdict, score, threshold, counters, latency percentiles, trend
     /api/events        JSON: the newest events (?limit=N, N <= 1000), or the first N after ?after=FRAME_ID
     /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
+    /metrics           Prometheus text format (prometheus.py): counters, latency histograms, outbox
 
 Bound to 127.0.0.1 unless the user passes another --host.
 """
@@ -26,6 +27,7 @@ from waitress.server import create_server
 from edge_foct.runtime.errors import EdgeFoctError
 
 from .live import LiveStatus
+from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 
 log = logging.getLogger("edge_foct.serve")
 
@@ -41,8 +43,8 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 class DashboardApp:
     """The WSGI callable."""
 
-    def __init__(self, live: LiveStatus) -> None:
-        self.live = live
+    def __init__(self, live: LiveStatus, metrics: Callable[[], bytes] | None = None) -> None:
+        self.live, self.metrics = live, metrics
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._static = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
                         for route, (name, ctype) in STATIC.items()}
@@ -69,6 +71,8 @@ class DashboardApp:
             ok = s["source_status"] in ("starting", "running")
             body = {"ok": ok, "source_status": s["source_status"], "frames": s["counters"]["frames"]}
             return self._json(start_response, body, "200 OK" if ok else "503 Service Unavailable")
+        if path == "/metrics" and self.metrics is not None:
+            return self._send(start_response, "200 OK", PROMETHEUS_TYPE, self.metrics())
         if path == "/frame.jpg":
             _, jpeg = self.live.wait_frame(0, 0.0)
             if jpeg is None:
@@ -112,10 +116,11 @@ class DashboardApp:
 class Dashboard:
     """waitress in a background thread; ``port`` is the bound port (pass 0 for a free one)."""
 
-    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008) -> None:
+    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008,
+                 metrics: Callable[[], bytes] | None = None) -> None:
         self.live = live
         try:
-            self.server = create_server(DashboardApp(live), host=host, port=port, threads=MAX_STREAMS + 4,
+            self.server = create_server(DashboardApp(live, metrics), host=host, port=port, threads=MAX_STREAMS + 4,
                                         channel_timeout=30, ident="edge-foct")
         except OSError as e:
             raise EdgeFoctError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); pass another "

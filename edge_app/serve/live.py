@@ -25,6 +25,7 @@ class LiveStatus:
         self.threshold = float(info.get("threshold", 0.0))
         self.started = time.time()
         self.closed = False
+        self.sections: dict[str, Any] = {}  # name -> callable: more of /api/status ("mqtt")
 
     def publish(self, event: dict[str, Any], jpeg: bytes) -> None:
         with self._cond:
@@ -78,4 +79,4 @@ class LiveStatus:
         return {**self.info, "threshold": thr, "source_status": src, "counters": counters,
                 "latest": events[-1] if events else None, "latency_ms": pct, "fps": fps,
                 "trend": [[e["frame"], e["score"], e["defective"]] for e in events[-200:]],
-                "uptime_s": round(time.time() - self.started, 1)}
+                "uptime_s": round(time.time() - self.started, 1), **{k: f() for k, f in self.sections.items()}}

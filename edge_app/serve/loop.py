@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 
@@ -36,10 +38,12 @@ class LoopResult:
 class InferenceLoop:
     def __init__(self, session: Session, capture: CaptureThread, live: LiveStatus, events: EventLog,
                  snapshots: Snapshots, store: StateStore, stream: StreamThreshold | None, run: str,
-                 save_every: float = 30.0, max_frames: int | None = None, show: bool = False) -> None:
+                 save_every: float = 30.0, max_frames: int | None = None, show: bool = False,
+                 sinks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.session, self.capture, self.live = session, capture, live
         self.events, self.snapshots, self.store, self.stream = events, snapshots, store, stream
         self.run_id, self.save_every, self.max_frames, self.show = run, save_every, max_frames, show
+        self.sinks = tuple(sinks)  # each frame's event also goes to these (the broker outbox, metrics)
         self.frames = 0
 
     def run(self, stop: threading.Event) -> LoopResult:
@@ -89,6 +93,8 @@ class InferenceLoop:
                  "threshold": round(float(r.threshold), 6), "latency_ms": latency, "snapshot": snapshot}
         if r.diagnostics:
             event["diagnostics"] = r.diagnostics
+        for sink in self.sinks:  # the broker outbox before the log: a kill between them loses no message
+            sink(event)
         self.events.write(event)
         self.live.publish(event, jpg.tobytes())
         self.frames += 1

@@ -38,6 +38,10 @@ function show(s) {
   $("counts").textContent = c.frames + " / " + c.defects;
   $("dropped").textContent = c.dropped;
   $("reconnects").textContent = c.reconnects;
+  if (s.mqtt) {  // serve --mqtt: the broker link and the frames waiting on disk for it
+    $("broker-row").hidden = false;
+    $("broker").textContent = `${s.mqtt.broker} / ${s.mqtt.queue.length} queued (most ${s.mqtt.queue.high_water})`;
+  }
   $("snapshots").textContent = c.snapshots + " (" + c.snapshot_errors + ")";
   const l = s.latency_ms;
   $("latency").textContent = l.p50 === null ? "-" : `${l.p50} / ${l.p95} / ${l.p99} ms`;
