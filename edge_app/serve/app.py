@@ -21,6 +21,7 @@ from ..inspect_session import open_session
 from .dashboard import Dashboard
 from .live import LiveStatus
 from .loop import InferenceLoop, LoopResult
+from .out_lock import OutLock
 from .outputs import EventLog, Snapshots
 from .sources import CaptureThread, Source
 from .state import CorruptState, StateStore
@@ -49,13 +50,16 @@ class ServeOptions:
     state: Path | None = None  # default: <out>/episodic.npz (names.EPISODIC_STATE)
     engines: Path | None = None  # TensorRT engines from `edge-foct build-engines` (used when they fit here)
     compute: str = "auto"  # transport maths: "auto" | "numpy" | "cuda"
+    token: str | None = None  # dashboard access token (http_guard.py); required beyond loopback
+    allow_hosts: tuple[str, ...] = ()  # more names the dashboard answers to in the Host header
 
 
 class ServeApp:
     def __init__(self, options: ServeOptions, source: Source,
                  snapshot_writer: Callable[[Path, bytes], None] = atomic.write_bytes,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, lock: OutLock | None = None) -> None:
         self.options, self.source, self._writer = options, source, snapshot_writer
+        self.lock = lock  # one serve per --out (out_lock.py); taken in start() unless the caller holds it
         self.stop_event = stop_event or threading.Event()  # shared with a source that waits (folders)
         self.result: LoopResult | None = None
         self.error: BaseException | None = None  # what stopped the loop, if it crashed
@@ -63,6 +67,16 @@ class ServeApp:
         self._done = threading.Event()
 
     def start(self) -> None:
+        o = self.options
+        if self.lock is None:
+            self.lock = OutLock(o.out).acquire()
+        try:
+            self._start()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self) -> None:
         o = self.options
         session = open_session(o.bank, o.backbone, o.threshold, online=o.online, engine_dir=o.engines,
                                compute=o.compute)
@@ -110,7 +124,7 @@ class ServeApp:
                                   stream, run, o.save_every, o.max_frames, o.show)
         if o.dashboard:
             try:
-                self.dashboard = Dashboard(self.live, o.host, o.port)
+                self.dashboard = Dashboard(self.live, o.host, o.port, o.token, o.allow_hosts)
             except BaseException:
                 self.source.close()
                 raise
@@ -139,6 +153,8 @@ class ServeApp:
         if self.dashboard is not None:
             self.dashboard.stop()
         self.capture.join(timeout=5)
+        if self.lock is not None:
+            self.lock.release()
         if self.error is not None:
             raise self.error
         return self.result

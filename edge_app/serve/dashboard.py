@@ -9,7 +9,8 @@ Routes::
     /api/events        JSON: the newest events (?limit=N, N <= 1000), or the first N after ?after=FRAME_ID
     /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
 
-Bound to 127.0.0.1 unless the user passes another --host.
+Bound to 127.0.0.1 unless the user passes another --host (and then a token). HEAD gets the headers
+of GET and no body. http_guard.py checks the Host header and the token, and sets the server limits.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
 
+from .http_guard import HttpGuard, server_limits
 from .live import LiveStatus
 
 log = logging.getLogger("edge_foct.serve")
@@ -48,6 +50,18 @@ class DashboardApp:
                         for route, (name, ctype) in STATIC.items()}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return self._route(environ, start_response)
+        if environ.get("PATH_INFO") == "/stream.mjpg":  # headers only: no stream slot, no frames
+            start_response("200 OK", [("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}"),
+                                      ("Cache-Control", "no-store")])
+            return []
+        body = self._route(environ, start_response)  # the GET headers (Content-Length included) ...
+        if hasattr(body, "close"):
+            body.close()
+        return []  # ... and no body
+
+    def _route(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             return self._json(start_response, {"error": f"{method} not allowed"}, "405 Method Not Allowed")
@@ -112,11 +126,13 @@ class DashboardApp:
 class Dashboard:
     """waitress in a background thread; ``port`` is the bound port (pass 0 for a free one)."""
 
-    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008) -> None:
+    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008, token: str | None = None,
+                 allow_hosts: tuple[str, ...] = ()) -> None:
         self.live = live
+        self.app = DashboardApp(live)
         try:
-            self.server = create_server(DashboardApp(live), host=host, port=port, threads=MAX_STREAMS + 4,
-                                        channel_timeout=30, ident="edge-foct")
+            self.server = create_server(HttpGuard(self.app, host, token, allow_hosts), host=host, port=port,
+                                        threads=MAX_STREAMS + 4, ident="edge-foct", **server_limits())
         except OSError as e:
             raise EdgeFoctError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); pass another "
                                 f"--port (0: any free one) or --no-dashboard") from None
