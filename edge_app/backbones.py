@@ -18,8 +18,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from edge_foct.runtime import names
 from edge_foct.runtime.backbone import file_sha256
 from edge_foct.runtime.errors import BackboneError, EdgeFoctError
@@ -42,7 +40,9 @@ class Resolved:
 
 
 def is_feature_graph(path: Path) -> bool:
-    model = onnx.load(str(path), load_external_data=False)
+    from edge_foct.export.onnx_io import load_onnx  # onnx only, no torch
+
+    model = load_onnx(path, load_external_data=False)
     return any(o.name == names.BACKBONE_OUTPUT for o in model.graph.output)
 
 

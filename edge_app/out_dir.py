@@ -17,12 +17,20 @@ from edge_foct.runtime.errors import EdgeFoctError
 log = logging.getLogger("edge_foct")
 
 
-def ensure_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create ``folder`` (and parents) and write + remove a probe file in it; one line when it cannot."""
+def ensure_writable(folder: str | os.PathLike, flag: str = "--out", create: bool = False) -> Path:
+    """Check that ``folder`` can be written, with a probe file created and removed in it, or in its
+    nearest existing parent when it does not exist yet (nothing is left behind: a command that fails
+    later writes nothing); ``create`` makes the folder too. One line (EdgeFoctError) when it cannot."""
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".edge-foct-probe.", dir=folder)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        probe_in = folder.absolute()
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(probe_in))
+        fd, probe = tempfile.mkstemp(prefix=".edge-foct-probe.", dir=probe_in)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edge_foct.runtime import atomic
+
 
 @click.command("prepare-backbone")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -22,6 +24,16 @@ def command(src, out, taps, tap8, tap16, layer_dim, out_dim, random_weights) -> 
     from edge_foct.export.tap_backbone import tap_backbone
     from edge_foct.runtime.backbone import Backbone
 
+    from .backbones import is_feature_graph
+
+    if is_feature_graph(src):  # prepared already: nothing to tap
+        info = Backbone.load(src).info
+        if out.resolve() != src.resolve():
+            atomic.write_bytes(out, src.read_bytes())
+        where = "" if out.resolve() == src.resolve() else f"; copied to {out}"
+        click.echo(f"{src} is already an edge-foct feature graph ({info.backbone_id}, {info.feature_dim}-d "
+                   f"patch features): nothing to prepare{where}")
+        return
     tap_backbone(src, out, tap8, tap16, taps, layer_dim, out_dim, pretrained=not random_weights)
     info = Backbone.load(out).info
     click.echo(f"{out}: {info.backbone_id}, {info.feature_dim}-d patch features")

@@ -22,7 +22,7 @@ from .serve.app import ServeApp, ServeOptions
 from .serve.http_guard import TOKEN_ENV, check_bind
 from .serve.out_lock import OutLock
 from .serve.demo import prepare_demo
-from .serve.sources import CaptureSource, FolderSource
+from .serve.sources import FOLDER_STATE, CaptureSource, FolderSource
 
 log = logging.getLogger("edge_foct.serve")
 
@@ -107,7 +107,7 @@ def _serve(lock, bind_warning, bank_dir, camera, video, rtsp, folder, demo, data
     elif rtsp is not None:
         source = CaptureSource(rtsp, "rtsp")
     elif folder is not None:
-        source = FolderSource(folder, stop=stop)
+        source = FolderSource(folder, stop=stop, state=out / FOLDER_STATE)
     else:
         source = CaptureSource(video, "video", fps=fps, loop=loop_video)
     options = ServeOptions(bank=bank_dir, out=out, backbone=backbone, threshold=threshold,

@@ -23,7 +23,7 @@ from .live import LiveStatus
 from .loop import InferenceLoop, LoopResult
 from .out_lock import OutLock
 from .outputs import EventLog, Snapshots
-from .sources import CaptureThread, Source
+from .sources import CaptureThread, Source, SourceError
 from .state import CorruptState, StateStore
 
 log = logging.getLogger("edge_foct.serve")
@@ -110,7 +110,14 @@ class ServeApp:
                  else o.threshold, rule, len(bank.manifest.get("support", [])), adapt)
         log.info("warm-up frame: %.0f ms (engines and kernels ready before the first real frame)",
                  inspector.warm_up())
-        self.source.open()  # a camera that does not exist fails here, before any thread starts
+        try:
+            self.source.open()  # a camera that does not exist fails here, before any thread starts
+        except SourceError as e:
+            if not (self.source.live and e.retry):
+                raise
+            # down at start-up (a busy camera, an RTSP stream not up yet): the capture thread retries
+            # with the same back-off as after a drop-out; /health says 503 meanwhile
+            log.warning("%s; retrying every %.1f s up to %.0f s, as after a drop-out", e, *o.backoff)
         run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         info = {"source": self.source.name, "bank": str(o.bank), "method": bank.method_name,
                 "online": inspector.online, "threshold": inspector.threshold, "threshold_rule": rule,

@@ -21,7 +21,7 @@ LOCK_NAME = "serve.lock"
 
 class OutLock:
     def __init__(self, out: str | os.PathLike) -> None:
-        self.path = ensure_writable(out) / LOCK_NAME
+        self.path = ensure_writable(out, create=True) / LOCK_NAME
         self._fd: int | None = None
 
     def acquire(self) -> "OutLock":
