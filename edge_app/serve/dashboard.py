@@ -148,7 +148,9 @@ class Dashboard:
         self._thread.start()
 
     def stop(self) -> None:
-        self.live.close()  # ends every MJPEG response
-        self.server.close()
+        self.live.close()  # ends every MJPEG response ...
+        # ... and their threads finish while the server can still be woken: closed first, its trigger
+        # was gone when a streaming thread finished (a waitress traceback at every SIGTERM with a viewer)
         self.server.task_dispatcher.shutdown(timeout=5)
+        self.server.close()
         self._thread.join(timeout=5)
