@@ -117,13 +117,14 @@ def _report(path: Path, parity: list, note: str = "") -> None:
 @click.option("--check-size", type=int, default=256, show_default=True, help="Backbone parity-check input size.")
 @click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="segment-anything checkpoint (.pth).")
-@click.option("--sam-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b", show_default=True)
+@click.option("--sam-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b", show_default=True,
+              help="SAM size of --sam-checkpoint.")
 @click.option("--prompt", type=click.Choice(["box", "centre"]), default="box", show_default=True,
               help="Fixed SAM prompt: a box over the whole frame, or one point at its centre.")
 @click.option("--navigator-dim", type=int, default=1024, show_default=True, help="Feature dim D.")
 @click.option("--navigator-hidden", default="512,256", show_default=True, help="Hidden sizes H1,H2.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Navigator initialisation seed.")
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the graphs.")
 def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_type, prompt,
             navigator_dim, navigator_hidden, seed, opset) -> None:
     """Export graphs to ONNX, check them against torch, and write OUT/manifest.json."""

@@ -11,7 +11,8 @@ from edge_foct.runtime import atomic
 
 @click.command("prepare-backbone")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Feature ONNX to write (give it to fit/demo/serve as --backbone).")
 @click.option("--taps", type=click.Choice(["wide", "narrow"]), default="wide", show_default=True,
               help="Tap preset of a known model (wide suits objects, narrow textures).")
 @click.option("--tap8", default=None, help="Name of the stride-8 tensor (unknown models).")

@@ -9,6 +9,7 @@ could otherwise exhaust an edge box. Formats Pillow cannot identify are checked 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -39,8 +40,9 @@ def pixel_budget() -> int:
     return value
 
 
-def _over_budget(path: Path, w: int | None, h: int | None, budget: int) -> ImageError:
-    size = f"{w}x{h} ({w * h / 1e6:.0f} M pixels)" if w and h else "over Pillow's decompression-bomb limit"
+def _over_budget(path: Path, w: int | None, h: int | None, budget: int, pixels: int | None = None) -> ImageError:
+    size = (f"{w}x{h} ({w * h / 1e6:.0f} M pixels)" if w and h else
+            f"{pixels / 1e6:.0f} M pixels" if pixels else "beyond Pillow's decompression-bomb limit")
     return ImageError(f"{path}: image is {size}, over the {budget / 1e6:.0f} M-pixel budget; downscale it, "
                       f"or raise ${MAX_PIXELS_ENV}")
 
@@ -53,8 +55,9 @@ def header_size(path: Path) -> tuple[int, int] | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 return im.size
-    except Image.DecompressionBombError:
-        raise _over_budget(path, None, None, pixel_budget()) from None
+    except Image.DecompressionBombError as e:  # Pillow stops before giving the size: its message has the count
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        raise _over_budget(path, None, None, pixel_budget(), int(m.group(1)) if m else None) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
 
