@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
@@ -137,7 +138,8 @@ class Dashboard:
             raise EdgeFoctError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); pass another "
                                 f"--port (0: any free one) or --no-dashboard") from None
         self.host, self.port = host, int(self.server.effective_port)
-        self._thread = threading.Thread(target=self.server.run, name="dashboard", daemon=True)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dashboard", daemon=True)
 
     @property
     def url(self) -> str:
@@ -147,10 +149,23 @@ class Dashboard:
     def start(self) -> None:
         self._thread.start()
 
+    def _serve(self) -> None:
+        """waitress's event loop (``server.run``), one poll at a time until ``stop``; then the server and
+        every connection are closed here, in the loop's own thread: closed from another thread, a
+        select() still waiting on them failed with EBADF (a traceback at every SIGTERM with a viewer)."""
+        srv = self.server
+        while not self._closing.is_set():
+            srv.asyncore.loop(timeout=srv.adj.asyncore_loop_timeout, map=srv._map, use_poll=srv.adj.asyncore_use_poll,
+                              count=1)
+        srv.close()
+        wasyncore.close_all(srv._map, ignore_all=True)
+
     def stop(self) -> None:
-        self.live.close()  # ends every MJPEG response ...
-        # ... and their threads finish while the server can still be woken: closed first, its trigger
-        # was gone when a streaming thread finished (a waitress traceback at every SIGTERM with a viewer)
+        self.live.close()  # ends every MJPEG response; their threads finish while the loop still runs
         self.server.task_dispatcher.shutdown(timeout=5)
-        self.server.close()
-        self._thread.join(timeout=5)
+        self._closing.set()
+        if self._thread.is_alive():
+            self.server.pull_trigger()  # wakes the loop's select() at once
+            self._thread.join(timeout=5)
+        else:
+            self.server.close()
