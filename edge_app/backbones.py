@@ -24,8 +24,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from edge_foct.runtime import names
 from edge_foct.runtime.backbone import file_sha256
 from edge_foct.runtime.errors import BackboneError, EdgeFoctError
@@ -79,10 +77,9 @@ class Resolved:
 
 
 def is_feature_graph(path: Path) -> bool:
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # DecodeError and friends: a text file, a truncated download
-        raise BackboneError(f"{path}: not an ONNX file ({type(e).__name__})") from None
+    from edge_foct.export.onnx_io import load_onnx  # onnx only, no torch
+
+    model = load_onnx(path, load_external_data=False)
     return any(o.name == names.BACKBONE_OUTPUT for o in model.graph.output)
 
 

@@ -134,8 +134,9 @@ def run_bench(backbone: str | None, size: int, methods: list[str], frames: int, 
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed frames first.")
 @click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="MVTec-layout category (support from train/good, frames from test/). Default: the demo part.")
-@click.option("--shots", type=int, default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shots", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Support images of the benchmarked bank.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for bench.json and bench.md (default: print only).")

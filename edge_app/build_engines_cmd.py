@@ -44,9 +44,11 @@ def rebuild_command(onnx_dir: Path, out: Path, fp16: bool, int8: bool, calib: tu
               help="Calibration images or folders (good parts from the camera; 50-500 images).")
 @click.option("--sizes", default="256,336", show_default=True, help="Backbone input sizes the engine accepts.")
 @click.option("--opt-size", type=int, default=None, help="Size TensorRT tunes for [default: the largest].")
-@click.option("--max-batch", type=int, default=4, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Largest batch the engines accept.")
 @click.option("--max-pairs", type=int, default=65536, show_default=True, help="Navigator pairs per call.")
-@click.option("--workspace-mib", type=int, default=2048, show_default=True)
+@click.option("--workspace-mib", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="TensorRT builder workspace (MiB).")
 def command(onnx_dir, out, fp16, int8, calib, sizes, opt_size, max_batch, max_pairs, workspace_mib) -> None:
     """Build TensorRT engines (timing cache, optimisation profiles, FP16/INT8) and their manifest."""
     from edge_foct.export.tensorrt_build import TIMING_CACHE, BuildOptions, build_engines, plan_engines

@@ -1,6 +1,7 @@
 """``edge-foct``: the command line. Each command lives in its own module; this file registers them.
 
-Errors a user can fix (EdgeFoctError) print one line and exit with status 2, never a traceback.
+Errors a user can fix (EdgeFoctError, and click's bad option values) print one line and exit with
+status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # a bad option value: one line too, naming the help to read
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        click.echo(f"error: {e.format_message()}{where}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

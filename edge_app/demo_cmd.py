@@ -15,6 +15,7 @@ import numpy as np
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.image_io import list_images
 
+from .cli_options import INPUT_SIZE, METHOD, POSITIVE_INT, PRESET_HELP, methods_epilog
 from .demo_data import write_demo_dataset
 from .fit_cmd import run_fit
 from .inspect_session import open_session
@@ -22,19 +23,19 @@ from .metrics import auroc
 from .predict_cmd import predict_images
 
 
-@click.command("demo")
+@click.command("demo", epilog=methods_epilog())
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="An MVTec-layout category folder (train/good, test/*). Default: the built-in demo part.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("edge-foct-demo"),
-              show_default=True)
+              show_default=True, help="Output folder (data/, bank/, predict/); git-ignored in this repository.")
 @click.option("--backbone", default=None,
               help="Feature ONNX. Default: $EDGE_FOCT_BACKBONE, the user cache, WideResNet-50-2 when its "
                    "weights are on this machine, else EfficientNet-Lite0 (installed with edge-foct).")
-@click.option("--method", default="patchcore", show_default=True)
-@click.option("--preset", default=None)
-@click.option("--shots", type=int, default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--size", type=int, default=256, show_default=True)
+@click.option("--method", type=METHOD, default="patchcore", show_default=True, help="Method; see below.")
+@click.option("--preset", default=None, help=PRESET_HELP)
+@click.option("--shots", type=POSITIVE_INT, default=2, show_default=True, help="Support images drawn from train/good.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
+@click.option("--size", type=INPUT_SIZE, default=256, show_default=True, help="Input size (resize = crop), a multiple of 16.")
 @click.option("--download", is_flag=True, help="Allow torchvision to download WideResNet-50-2 weights.")
 def command(data, out, backbone, method, preset, shots, seed, size, download) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
@@ -43,7 +44,7 @@ def command(data, out, backbone, method, preset, shots, seed, size, download) ->
     if not train.is_dir() or not test.is_dir():
         raise EdgeFoctError(f"{category}: expected train/good and test/ folders (MVTec layout)")
     bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None,
-                   download=download)
+                   download=download, force=True)  # the demo's own folder: refitted each run
     paths = [p for d in sorted(q for q in test.iterdir() if q.is_dir()) for p in list_images(d)]
     session = open_session(bank)
     records = predict_images(session, paths, out / "predict")

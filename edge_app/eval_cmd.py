@@ -192,9 +192,10 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--categories", multiple=True, help="Category names (default: every one under --data).")
 @click.option("--methods", multiple=True, default=("patchcore",), show_default=True,
               help="name or name/preset (e.g. foct/edge), space- or comma-separated; `all` = every method.")
-@click.option("--shots", type=int, multiple=True, default=(1, 2, 4), show_default=True)
+@click.option("--shots", type=click.IntRange(min=1), multiple=True, default=(1, 2, 4), show_default=True,
+              help="Support sizes K to evaluate (repeatable); fit cost grows faster than linearly with K.")
 @click.option("--splits", type=int, default=5, show_default=True, help="Support draws per shots setting.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draws.")
 @click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
 @click.option("--size", type=int, default=256, show_default=True, help="Crop size (network input).")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
@@ -203,7 +204,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
               help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
 @click.option("--keep-aspect", is_flag=True,
               help="Keep each category's image aspect (short side = --size) instead of a square crop.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Results folder (tables, per-image scores).")
 def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
             out) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""

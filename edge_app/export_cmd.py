@@ -26,8 +26,6 @@ def export_backbone(out: Path, weights: str | None, random_weights: bool, opset:
     from edge_foct.export.manifest import check_parity, record_graph
     from edge_foct.export.wrn import ARCH, FEATURE_DIM, build_wide_resnet50, export_module
 
-    if weights and random_weights:
-        raise EdgeFoctError("--weights and --random-weights exclude each other; pick one")
     source = weights or (None if random_weights else "imagenet")
     module, backbone_id, pretrained = build_wide_resnet50(source, random_weights)
     path = export_module(module, out / f"{ARCH}.onnx", backbone_id, pretrained, opset)
@@ -69,15 +67,29 @@ def export_segmenter_graphs(out: Path, checkpoint: Path | None, sam_type: str, p
     _report(dec_path, dec_parity)
 
 
+def parse_hidden(hidden: str) -> tuple[int, int]:
+    try:
+        h1, h2 = (int(v) for v in hidden.split(","))
+    except ValueError:
+        raise EdgeFoctError(f"--navigator-hidden {hidden!r}: give two sizes, e.g. 512,256") from None
+    return h1, h2
+
+
+def require_torch() -> None:
+    """export runs torch: a lean install (no export extra) gets one line saying how to add it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise EdgeFoctError("export needs torch, which this install lacks; add the export extra "
+                            "(pip install -e \".[export]\") or export on another machine and copy the ONNX") from None
+
+
 def export_navigator_graph(out: Path, dim: int, hidden: str, seed: int, opset: int) -> None:
     from edge_foct.export.manifest import check_parity, record_graph
     from edge_foct.export.navigator import NavigatorConfig, export_navigator
     from edge_foct.runtime import names
 
-    try:
-        h1, h2 = (int(v) for v in hidden.split(","))
-    except ValueError:
-        raise EdgeFoctError(f"--navigator-hidden {hidden!r}: give two sizes, e.g. 512,256") from None
+    h1, h2 = parse_hidden(hidden)
     cfg = NavigatorConfig(dim=dim, hidden=(h1, h2), seed=seed)
     module, path, npz = export_navigator(out, cfg, opset)
     x = np.random.default_rng(0).random((257, dim), dtype=np.float32)  # squared differences are >= 0
@@ -105,13 +117,14 @@ def _report(path: Path, parity: list, note: str = "") -> None:
 @click.option("--check-size", type=int, default=256, show_default=True, help="Backbone parity-check input size.")
 @click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="segment-anything checkpoint (.pth).")
-@click.option("--sam-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b", show_default=True)
+@click.option("--sam-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b", show_default=True,
+              help="SAM size of --sam-checkpoint.")
 @click.option("--prompt", type=click.Choice(["box", "centre"]), default="box", show_default=True,
               help="Fixed SAM prompt: a box over the whole frame, or one point at its centre.")
 @click.option("--navigator-dim", type=int, default=1024, show_default=True, help="Feature dim D.")
 @click.option("--navigator-hidden", default="512,256", show_default=True, help="Hidden sizes H1,H2.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Navigator initialisation seed.")
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the graphs.")
 def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_type, prompt,
             navigator_dim, navigator_hidden, seed, opset) -> None:
     """Export graphs to ONNX, check them against torch, and write OUT/manifest.json."""
@@ -120,6 +133,11 @@ def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_
         raise EdgeFoctError(NO_CHECKPOINT)
     if check_size % 16:
         raise EdgeFoctError(f"--check-size {check_size}: must be a multiple of 16")
+    if "backbone" in todo and weights and random_weights:
+        raise EdgeFoctError("--weights and --random-weights exclude each other; pick one")
+    if "navigator" in todo:
+        parse_hidden(navigator_hidden)
+    require_torch()
     if "backbone" in todo:
         export_backbone(out, weights, random_weights, opset, check_size)
     if "segmenter" in todo:

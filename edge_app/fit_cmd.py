@@ -9,13 +9,15 @@ import click
 import numpy as np
 
 from edge_foct.runtime.backbone import Backbone
-from edge_foct.runtime.config import load_config
+from edge_foct.runtime.config import check_config, load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
 from edge_foct.runtime.preprocess import image_aspect
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
+from .cli_options import INPUT_SIZE, METHOD, PRESET_HELP, methods_epilog
+from .out_dir import ensure_writable, refuse_existing_bank
 
 log = logging.getLogger("edge_foct.fit")
 
@@ -34,10 +36,14 @@ def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
 
 def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | None, seed: int,
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
-            threshold: float | None, foreground=None, download: bool = False, keep_aspect: bool = False) -> Path:
+            threshold: float | None, foreground=None, force: bool = False, download: bool = False,
+            keep_aspect: bool = False) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
-                            input={"resize": size, "crop": size} if size else {})
+                            input={"resize": size, "crop": size} if size is not None else {})
+    check_config(config, "options")
+    refuse_existing_bank(out, force)
+    ensure_writable(out)  # before the compute: a read-only --out fails now, not after the fit
     paths = pick_support(list_images(support), shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
     if keep_aspect:
@@ -57,25 +63,30 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     return out
 
 
-@click.command("fit")
+@click.command("fit", epilog=methods_epilog())
 @click.option("--support", "support", multiple=True, required=True,
               help="Folder(s) or image file(s) of good parts (repeatable).")
 @click.option("--backbone", type=click.Path(dir_okay=False), default=None,
               help="Feature ONNX (or a known classification ONNX). Default: see `edge-foct demo --help`.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bank folder to write.")
-@click.option("--shots", type=int, default=None, help="Draw this many support images (default: all).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Bank folder to write (one that holds a bank is replaced only with --force).")
+@click.option("--force", is_flag=True, help="Replace the bank already in --out.")
+@click.option("--shots", type=click.IntRange(min=1), default=None,
+              help="Draw this many support images (default: all). Fit time and memory grow faster than "
+                   "linearly with it (one leave-one-out fit per shot for the threshold): a few to a few "
+                   "dozen suit most parts; all of a large folder can take many minutes and gigabytes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
-@click.option("--method", default=None, help="Method name (default from config: patchcore).")
-@click.option("--preset", default=None, help="Method preset (e.g. foct: paper | edge).")
-@click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
+@click.option("--method", type=METHOD, default=None, help="Method (default from config: patchcore); see below.")
+@click.option("--preset", default=None, help=PRESET_HELP)
+@click.option("--size", type=INPUT_SIZE, default=None, help="Input size (resize = crop = SIZE), a multiple of 16.")
 @click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--keep-aspect", is_flag=True,
               help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
 @click.option("--download", is_flag=True,
               help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
-def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path, keep_aspect,
+def command(support, backbone, out, force, shots, seed, method, preset, size, threshold, config_path, keep_aspect,
             download) -> None:
     """Learn a memory bank from a few images of good parts."""
-    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold,
+    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold, force=force,
             download=download, keep_aspect=keep_aspect)

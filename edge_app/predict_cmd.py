@@ -15,6 +15,7 @@ from edge_foct.runtime.errors import EdgeFoctError, ImageError
 from edge_foct.runtime.image_io import list_images, read_image
 
 from .inspect_session import Session, open_session
+from .out_dir import clear_predict_outputs, ensure_writable
 from .render import encode_png, map_png16, overlay_bgr
 
 log = logging.getLogger("edge_foct.predict")
@@ -35,8 +36,11 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
     """Inspect each image in order; write maps/, overlays/ and results.jsonl under ``out``.
 
     A bad image gets a record with "error" and does not stop the run. results.jsonl is written
-    atomically at the end, so an interrupted run never leaves a truncated file.
+    atomically at the end, so an interrupted run never leaves a truncated file. Maps, overlays and
+    results.jsonl of an earlier run in ``out`` are removed first.
     """
+    ensure_writable(out)
+    clear_predict_outputs(out)  # maps of an earlier run would sit beside this run's, unlisted
     records, taken = [], set()
     for p in tqdm(paths, desc="predict", unit="img", disable=not progress, file=sys.stderr):
         try:
@@ -62,9 +66,12 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
 
 
 @click.command("predict")
-@click.option("--bank", "bank_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--bank", "bank_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Bank folder from `edge-foct fit` (manifest.json + bank.npz).")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Results folder: results.jsonl, maps/ (16-bit anomaly maps), overlays/; an earlier run's "
+                   "files there are replaced.")
 @click.option("--backbone", default=None, help="Use this file for the bank's backbone (same sha256).")
 @click.option("--threshold", type=float, default=None, help="Override the bank's threshold.")
 @click.option("--offline/--online", "offline", default=False,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
+from edge_foct.runtime import atomic
 from edge_foct.runtime.errors import EdgeFoctError
 
-from .backbones import KNOWN_BACKBONES
+from .backbones import KNOWN_BACKBONES, is_feature_graph
 
 
 def print_known() -> None:
@@ -21,13 +22,15 @@ def print_known() -> None:
 
 @click.command("prepare-backbone")
 @click.argument("src", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Feature ONNX to write.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Feature ONNX to write (give it to fit/demo/serve as --backbone).")
 @click.option("--list", "list_known", is_flag=True, help="List the backbones edge-foct knows and exit.")
 @click.option("--builtin", type=click.Choice(["efficientnet-lite0"]), default=None,
               help="Build the feature graph of an installed backbone instead of tapping SRC.")
-@click.option("--taps", default="wide", show_default=True,
-              help="Tap preset: wide | narrow for the shared MobileNetV2 / ShuffleNetV2 (wide suits objects, "
-                   "narrow textures); expand | output for --builtin efficientnet-lite0 (default expand).")
+@click.option("--taps", type=click.Choice(["wide", "narrow", "expand", "output"]), default=None,
+              help="Tap preset: wide (default) | narrow for the shared MobileNetV2 / ShuffleNetV2 (wide suits "
+                   "objects, narrow textures); expand | output for --builtin efficientnet-lite0 (default: the "
+                   "LOCO-chosen one).")
 @click.option("--tap8", default=None, help="Name of the stride-8 tensor (unknown models).")
 @click.option("--tap16", default=None, help="Name of the stride-16 tensor (unknown models).")
 @click.option("--layer-dim", type=int, default=None, help="PatchCore per-layer channel pooling (default: none).")
@@ -47,13 +50,21 @@ def command(src, out, list_known, builtin, taps, tap8, tap16, layer_dim, out_dim
     if builtin:
         from edge_foct.export.efficientnet_lite import DEFAULT_TAPS, build_efficientnet_lite0
 
-        build_efficientnet_lite0(out, taps=DEFAULT_TAPS if taps == "wide" else taps)
+        build_efficientnet_lite0(out, taps=taps or DEFAULT_TAPS)
     elif src is None:
         raise EdgeFoctError("prepare-backbone: give SRC (a classification ONNX), --builtin NAME or --list")
+    elif is_feature_graph(src):  # prepared already: nothing to tap
+        info = Backbone.load(src).info
+        if out.resolve() != src.resolve():
+            atomic.write_bytes(out, src.read_bytes())
+        where = "" if out.resolve() == src.resolve() else f"; copied to {out}"
+        click.echo(f"{src} is already an edge-foct feature graph ({info.backbone_id}, {info.feature_dim}-d "
+                   f"patch features): nothing to prepare{where}")
+        return
     else:
         from edge_foct.export.tap_backbone import tap_backbone
 
-        tap_backbone(src, out, tap8, tap16, taps, layer_dim, out_dim, pretrained=not random_weights,
+        tap_backbone(src, out, tap8, tap16, taps or "wide", layer_dim, out_dim, pretrained=not random_weights,
                      float_graph=float_graph)
     info = Backbone.load(out).info
     click.echo(f"{out}: {info.backbone_id}, {info.feature_dim}-d patch features")

@@ -17,10 +17,13 @@ import cv2
 
 from edge_foct.runtime.errors import EdgeFoctError
 
+from .cli_options import INPUT_SIZE, METHOD, NON_NEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT
 from .serve.app import ServeApp, ServeOptions
+from .serve.http_guard import TOKEN_ENV, check_bind
+from .serve.out_lock import OutLock
 from .serve.demo import prepare_demo
 from .serve.mqtt_config import load_serve_config, resolve
-from .serve.sources import CaptureSource, FolderSource
+from .serve.sources import FOLDER_STATE, CaptureSource, FolderSource
 
 log = logging.getLogger("edge_foct.serve")
 
@@ -49,24 +52,29 @@ def _window_available() -> bool:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("edge-foct-serve"),
               show_default=True, help="events.jsonl, snapshots/, episodic.npz go here.")
 @click.option("--backbone", default=None, help="Feature ONNX (with --bank: the same file, same sha256).")
-@click.option("--method", default=None, help="--demo: the method to fit (default patchcore).")
-@click.option("--size", type=int, default=256, show_default=True, help="--demo: input size.")
+@click.option("--method", type=METHOD, default=None, help="--demo: the method to fit (default patchcore).")
+@click.option("--size", type=INPUT_SIZE, default=256, show_default=True, help="--demo: input size (a multiple of 16).")
 @click.option("--threshold", type=float, default=None, help="Fixed threshold (overrides the learnt one).")
 @click.option("--fixed-threshold", is_flag=True, help="Keep the bank's threshold; no stream rule.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Dashboard address (0.0.0.0: all).")
-@click.option("--port", type=int, default=8008, show_default=True, help="Dashboard port (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Dashboard address (0.0.0.0: every interface; needs --token).")
+@click.option("--port", type=PORT, default=8008, show_default=True, help="Dashboard port (0: any free one).")
+@click.option("--token", envvar=TOKEN_ENV, default=None, show_envvar=True,
+              help="Access token for the dashboard (required beyond loopback): ?token=... or a Bearer header.")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="Another name the dashboard answers to in the Host header (repeatable), e.g. station.lan.")
 @click.option("--no-dashboard", is_flag=True, help="Headless: no HTTP server.")
-@click.option("--fps", type=float, default=None,
+@click.option("--fps", type=POSITIVE_FLOAT, default=None,
               help="Play a video at this rate, dropping frames when behind (default: every frame, as fast as possible).")
 @click.option("--loop", "loop_video", is_flag=True, help="Replay the video when it ends.")
-@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
-@click.option("--save-every", type=float, default=30.0, show_default=True,
+@click.option("--max-frames", type=POSITIVE_INT, default=None, help="Stop after this many frames.")
+@click.option("--save-every", type=POSITIVE_FLOAT, default=30.0, show_default=True,
               help="Seconds between saves of the learnt state.")
-@click.option("--queue", type=int, default=2, show_default=True, help="Frames buffered between capture and inference.")
+@click.option("--queue", type=POSITIVE_INT, default=2, show_default=True, help="Frames buffered between capture and inference.")
 @click.option("--offline", is_flag=True, help="Online methods: do not learn from the stream.")
 @click.option("--show", is_flag=True, help="Also show the overlay in a local window, where a display exists.")
-@click.option("--keep-snapshots", type=int, default=500, show_default=True,
-              help="Snapshots kept (the oldest are removed).")
+@click.option("--keep-snapshots", type=NON_NEGATIVE_INT, default=500, show_default=True,
+              help="Snapshots kept in --out/snapshots across runs (the oldest are removed; 0: none written).")
 @click.option("--engines", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="TensorRT engines from `edge-foct build-engines`: used when built here from this backbone.")
 @click.option("--compute", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
@@ -76,19 +84,28 @@ def _window_available() -> bool:
 @click.option("--station", default=None, help="--mqtt: this station's id in the topics, unique on the broker (default: the host name).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML with an [mqtt] table: url, station, username, password_file, ca, cert, key, queue_max.")
-def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size, threshold,
-            fixed_threshold, host, port, no_dashboard, fps, loop_video, max_frames, save_every, queue,
-            offline, show, keep_snapshots, engines, compute, mqtt_url, station, config_path) -> None:
+def command(**opts) -> None:
     """Inspect a live source: verdicts, event log, snapshots and a local dashboard."""
-    chosen = [n for n, v in (("--camera", camera), ("--video", video), ("--rtsp", rtsp),
-                             ("--folder", folder), ("--demo", demo or None)) if v is not None]
+    chosen = [f"--{n}" for n in ("camera", "video", "rtsp", "folder") if opts[n] is not None]
+    chosen += ["--demo"] if opts["demo"] else []
     if len(chosen) != 1:
         raise EdgeFoctError(f"give exactly one source (--camera, --video, --rtsp, --folder or --demo), got "
                             f"{', '.join(chosen) or 'none'}")
-    mqtt_cfg = load_serve_config(config_path).replace(url=mqtt_url, station=station)
-    if station is not None and not mqtt_cfg.url:
+    mqtt_cfg = load_serve_config(opts.pop("config_path")).replace(url=opts.pop("mqtt_url"), station=opts["station"])
+    if opts.pop("station") is not None and not mqtt_cfg.url:
         raise EdgeFoctError("--station names this station on the broker: give --mqtt URL too")
     broker = resolve(mqtt_cfg) if mqtt_cfg.url else None
+    bind_warning = None if opts["no_dashboard"] else check_bind(opts["host"], opts["token"])  # before any work
+    lock = OutLock(opts["out"]).acquire()  # a read-only or busy --out fails here, in one line
+    try:
+        _serve(lock, bind_warning, broker, **opts)
+    finally:
+        lock.release()
+
+
+def _serve(lock, bind_warning, broker, bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size,
+           threshold, fixed_threshold, host, port, token, allow_hosts, no_dashboard, fps, loop_video, max_frames,
+           save_every, queue, offline, show, keep_snapshots, engines, compute) -> None:
     if demo:
         video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method)
         bank_dir, fps, loop_video = bank_dir or demo_bank, fps or 4.0, True
@@ -100,16 +117,19 @@ def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, me
     elif rtsp is not None:
         source = CaptureSource(rtsp, "rtsp")
     elif folder is not None:
-        source = FolderSource(folder, stop=stop)
+        source = FolderSource(folder, stop=stop, state=out / FOLDER_STATE)
     else:
         source = CaptureSource(video, "video", fps=fps, loop=loop_video)
     options = ServeOptions(bank=bank_dir, out=out, backbone=backbone, threshold=threshold,
                            adapt=not fixed_threshold, host=host, port=port, dashboard=not no_dashboard,
                            save_every=save_every, queue=queue, lossless=folder is not None or (video is not None and not fps),
                            max_frames=max_frames, online=not offline, show=show and _window_available(),
-                           keep_snapshots=keep_snapshots, engines=engines, compute=compute, mqtt=broker)
-    app = ServeApp(options, source, stop_event=stop)
+                           keep_snapshots=keep_snapshots, engines=engines, compute=compute, token=token,
+                           allow_hosts=tuple(allow_hosts), mqtt=broker)
+    app = ServeApp(options, source, stop_event=stop, lock=lock)
     app.start()
+    if bind_warning:
+        log.warning("%s", bind_warning)
     if app.dashboard is not None:
         click.echo(f"dashboard: {app.dashboard.url}  (Ctrl-C to stop)", err=True)
 

@@ -22,6 +22,7 @@ from edge_foct.runtime.errors import BackboneError
 
 from .aggregation import append_aggregation, set_metadata
 from .dequantize import dequantize, is_quantized
+from .onnx_io import load_onnx
 
 #: known taps of the shared ImageNet models (../shared/weights/MANIFEST.md), by file sha256
 KNOWN_TAPS = {
@@ -136,7 +137,7 @@ def tap_backbone(src: str | Path, dst: str | Path, tap8: str | None = None, tap1
         if taps not in known:
             raise BackboneError(f"{src}: unknown model; name its stride-8 and stride-16 tensors (--tap8, --tap16)")
         tap8, tap16 = known[taps]
-    model = onnx.load(str(src))
+    model = load_onnx(src)
     quantized = is_quantized(model)
     if float_graph and quantized:
         model = dequantize(model)

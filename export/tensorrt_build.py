@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
+from .onnx_io import load_onnx
 
 from edge_foct.runtime import atomic, names
 from edge_foct.runtime.backbone import file_sha256
@@ -121,7 +121,7 @@ def input_profile(spec: TensorSpec, opts: BuildOptions) -> tuple[Shape, Shape, S
 def graph_io(path: Path) -> tuple[list[TensorSpec], list[str]]:
     """Graph inputs (a str dim is dynamic) and output names, read without loading the weights
     (a SAM vit_h encoder is 2.5 GB); no torch, so this runs on a device without the export extra."""
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = load_onnx(path, load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
     dim = lambda d: d.dim_param if d.HasField("dim_param") else int(d.dim_value)  # noqa: E731
     inputs = [TensorSpec(i.name, "float32", tuple(dim(d) for d in i.type.tensor_type.shape.dim))
@@ -132,7 +132,7 @@ def graph_io(path: Path) -> tuple[list[TensorSpec], list[str]]:
 def graph_metadata(path: Path) -> dict[str, str]:
     """The graph's metadata_props (backbone id, feature format, ...), read without the weights: the
     engine manifest carries them, since a serialized engine keeps none (TrtEngine.metadata)."""
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return {p.key: p.value for p in load_onnx(path, load_external_data=False).metadata_props}
 
 
 def plan_engines(onnx_dir: Path, out_dir: Path, opts: BuildOptions) -> list[EnginePlan]:

@@ -1,4 +1,8 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic writes: a reader sees the old file or the new one, never half of either.
+
+Files get the mode an ordinary ``open(path, "w")`` would (0666 less the umask), not the 0600 of
+the temporary file they are written through.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,21 @@ from typing import Any
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc/self/status); elsewhere set and
+    restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, then rename.
 
@@ -22,6 +41,7 @@ def write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -3,7 +3,8 @@
 The manifest records the format version, the backbone (id, sha256, feature dim, pretrained),
 the input size, the patch grid, the method and its parameters, the threshold, the support
 images and the resolved config. It is written last, with the sha256 of ``bank.npz``, so a
-half-written bank is refused rather than half-used.
+half-written bank is refused rather than half-used, and with its own sha256 and checked values
+(runtime/bank_check.py), so a hand-edited one is refused rather than used silently.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import atomic, names
 from .backbone import BackboneInfo
+from .bank_check import DIGEST_KEY, check_manifest, manifest_digest
 from .errors import BankError
 from .methods import Method, make_params, method_class
 
@@ -72,8 +74,10 @@ class Bank:
         np.savez(buf, **self.arrays)
         data = buf.getvalue()
         atomic.write_bytes(folder / names.BANK_ARRAYS, data)
-        manifest = {**self.manifest, "format_version": names.BANK_FORMAT_VERSION,
-                    "arrays_sha256": hashlib.sha256(data).hexdigest()}
+        manifest = {k: v for k, v in self.manifest.items() if k != DIGEST_KEY}
+        manifest.update(format_version=names.BANK_FORMAT_VERSION, arrays_sha256=hashlib.sha256(data).hexdigest())
+        manifest = json.loads(json.dumps(manifest))  # as it will read back (tuples -> lists), then hashed
+        manifest[DIGEST_KEY] = manifest_digest(manifest)
         atomic.write_json(folder / names.BANK_MANIFEST, manifest)
         self.manifest = manifest
         return folder
@@ -89,10 +93,13 @@ class Bank:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BankError(f"{mpath}: corrupt manifest ({e}); re-run `edge-foct fit`") from None
+        if not isinstance(manifest, dict):
+            raise BankError(f"{mpath}: corrupt manifest (not a JSON object); re-run `edge-foct fit`")
         version = manifest.get("format_version")
         if version != names.BANK_FORMAT_VERSION:
             raise BankError(f"{folder}: bank format {version}, this edge-foct reads format "
                             f"{names.BANK_FORMAT_VERSION}; re-run `edge-foct fit` to rebuild it")
+        check_manifest(manifest, str(mpath))
         data = apath.read_bytes()
         if hashlib.sha256(data).hexdigest() != manifest.get("arrays_sha256"):
             raise BankError(f"{apath}: contents do not match the manifest (corrupt or replaced); "

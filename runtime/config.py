@@ -23,12 +23,34 @@ The resolved config is written into the manifest of every bank.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import EdgeFoctError
+
+
+#: network input sizes accepted (resize and crop, pixels): multiples of 16 (the stride-8 and stride-16
+#: grids line up), at least a 4 x 4 patch grid, at most 1024 (memory and latency grow with its square)
+MIN_SIZE, MAX_SIZE = 32, 1024
+
+
+def check_input_size(resize: object, crop: object, source: str = "input") -> None:
+    """One line (EdgeFoctError) unless ``resize`` and ``crop`` are ints with crop % 16 == 0,
+    MIN_SIZE <= crop <= resize <= MAX_SIZE."""
+    for name, v in (("resize", resize), ("crop", crop)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise EdgeFoctError(f"{source}: {name} = {v!r} is not an integer")
+    if crop % 16 or not MIN_SIZE <= crop <= resize <= MAX_SIZE:  # type: ignore[operator]
+        raise EdgeFoctError(f"{source}: resize = {resize}, crop = {crop}: need crop a multiple of 16 and "
+                            f"{MIN_SIZE} <= crop <= resize <= {MAX_SIZE}")
+
+
+def is_number(v: object) -> bool:
+    """A finite int or float (bool is not a number here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -86,7 +108,25 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
         if bad:
             raise EdgeFoctError(f"{source}: [{name}] has unknown key(s) {bad}; known: {sorted(known)}")
         sections[name] = cls(**table)
-    return Config(**sections)
+    config = Config(**sections)
+    check_config(config, source)
+    return config
+
+
+def check_config(config: Config, source: str = "config") -> None:
+    """Types and ranges of every value, as one line (EdgeFoctError); method params are checked by
+    ``make_params`` when the method is made."""
+    check_input_size(config.input.resize, config.input.crop, f"{source} [input]")
+    m, t = config.method, config.threshold
+    if not isinstance(m.name, str) or not (m.preset is None or isinstance(m.preset, str)):
+        raise EdgeFoctError(f"{source}: [method] name = {m.name!r}, preset = {m.preset!r}: give strings")
+    if not isinstance(m.params, dict):
+        raise EdgeFoctError(f"{source}: [method.params] must be a table, got {m.params!r}")
+    if t.value is not None and not is_number(t.value):
+        raise EdgeFoctError(f"{source}: [threshold] value = {t.value!r}: give a finite number")
+    for name, v, low in (("views", t.views, 1), ("seed", t.seed, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise EdgeFoctError(f"{source}: [threshold] {name} = {v!r}: give an integer >= {low}")
 
 
 def load_config(path: str | Path | None) -> Config:

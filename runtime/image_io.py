@@ -1,16 +1,65 @@
-"""Image loading: any size, 8/16-bit, grey or colour (with or without alpha) -> RGB uint8."""
+"""Image loading: 8/16-bit, grey or colour (with or without alpha) -> RGB uint8, up to a pixel budget.
+
+The budget (``max_pixels``, default ``MAX_PIXELS`` or ``$EDGE_FOCT_MAX_PIXELS``) is checked on the
+file's header (Pillow reads the size without decoding) before OpenCV decodes it: a 16000 x 16000
+PNG of zeros is 730 KB on disk and 768 MB decoded, so anyone who can drop a file in a watched folder
+could otherwise exhaust an edge box. Formats Pillow cannot identify are checked right after decoding.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: default pixel budget per image: 40 M pixels (e.g. 7300 x 5475; a 36 MP 6000 x 6000 camera fits).
+#: Every method resizes to the network input (256-336 px), so more pixels add nothing but memory.
+MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "EDGE_FOCT_MAX_PIXELS"
+
+
+def pixel_budget() -> int:
+    """``$EDGE_FOCT_MAX_PIXELS`` when set (a positive integer), else ``MAX_PIXELS``."""
+    env = os.environ.get(MAX_PIXELS_ENV)
+    if env is None:
+        return MAX_PIXELS
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ImageError(f"${MAX_PIXELS_ENV}={env!r}: give a positive number of pixels, e.g. 40000000")
+    return value
+
+
+def _over_budget(path: Path, w: int | None, h: int | None, budget: int, pixels: int | None = None) -> ImageError:
+    size = (f"{w}x{h} ({w * h / 1e6:.0f} M pixels)" if w and h else
+            f"{pixels / 1e6:.0f} M pixels" if pixels else "beyond Pillow's decompression-bomb limit")
+    return ImageError(f"{path}: image is {size}, over the {budget / 1e6:.0f} M-pixel budget; downscale it, "
+                      f"or raise ${MAX_PIXELS_ENV}")
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, without decoding; None when Pillow does not know the format.
+    Raises ImageError for a file too large even to identify safely (Pillow's bomb check)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as e:  # Pillow stops before giving the size: its message has the count
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        raise _over_budget(path, None, None, pixel_budget(), int(m.group(1)) if m else None) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
 
 
 def to_rgb8(img: np.ndarray, *, bgr: bool = True, source: str = "frame") -> np.ndarray:
@@ -39,18 +88,25 @@ def to_rgb8(img: np.ndarray, *, bgr: bool = True, source: str = "frame") -> np.n
     return np.ascontiguousarray(img if code is None else cv2.cvtColor(img, code))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file -> (H, W, 3) uint8 RGB. Raises ImageError with the path on failure."""
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file -> (H, W, 3) uint8 RGB. Raises ImageError with the path on failure, and for
+    an image over ``max_pixels`` (default: ``pixel_budget()``) before decoding it."""
     path = Path(path)
+    budget = pixel_budget() if max_pixels is None else max_pixels
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror})") from None
     if data.size == 0:
         raise ImageError(f"{path}: file is empty")
+    wh = header_size(path)
+    if wh is not None and wh[0] * wh[1] > budget:
+        raise _over_budget(path, wh[0], wh[1], budget)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    if img.shape[0] * img.shape[1] > budget:
+        raise _over_budget(path, img.shape[1], img.shape[0], budget)
     return to_rgb8(img, bgr=True, source=str(path))
 
 

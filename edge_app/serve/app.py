@@ -26,9 +26,10 @@ from .live import LiveStatus
 from .loop import InferenceLoop, LoopResult
 from .mqtt_config import BrokerSettings
 from .mqtt_publisher import MqttPublisher
+from .out_lock import OutLock
 from .outputs import EventLog, Snapshots
 from .prometheus import StationMetrics
-from .sources import CaptureThread, Source
+from .sources import CaptureThread, Source, SourceError
 from .state import CorruptState, StateStore
 
 log = logging.getLogger("edge_foct.serve")
@@ -56,13 +57,16 @@ class ServeOptions:
     engines: Path | None = None  # TensorRT engines from `edge-foct build-engines` (used when they fit here)
     compute: str = "auto"  # transport maths: "auto" | "numpy" | "cuda"
     mqtt: BrokerSettings | None = None  # publish events, defects and status to this broker (mqtt_publisher.py)
+    token: str | None = None  # dashboard access token (http_guard.py); required beyond loopback
+    allow_hosts: tuple[str, ...] = ()  # more names the dashboard answers to in the Host header
 
 
 class ServeApp:
     def __init__(self, options: ServeOptions, source: Source,
                  snapshot_writer: Callable[[Path, bytes], None] = atomic.write_bytes,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, lock: OutLock | None = None) -> None:
         self.options, self.source, self._writer = options, source, snapshot_writer
+        self.lock = lock  # one serve per --out (out_lock.py); taken in start() unless the caller holds it
         self.stop_event = stop_event or threading.Event()  # shared with a source that waits (folders)
         self.result: LoopResult | None = None
         self.error: BaseException | None = None  # what stopped the loop, if it crashed
@@ -71,6 +75,16 @@ class ServeApp:
         self._done = threading.Event()
 
     def start(self) -> None:
+        o = self.options
+        if self.lock is None:
+            self.lock = OutLock(o.out).acquire()
+        try:
+            self._start()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _start(self) -> None:
         o = self.options
         session = open_session(o.bank, o.backbone, o.threshold, online=o.online, engine_dir=o.engines,
                                compute=o.compute)
@@ -104,7 +118,14 @@ class ServeApp:
                  else o.threshold, rule, len(bank.manifest.get("support", [])), adapt)
         log.info("warm-up frame: %.0f ms (engines and kernels ready before the first real frame)",
                  inspector.warm_up())
-        self.source.open()  # a camera that does not exist fails here, before any thread starts
+        try:
+            self.source.open()  # a camera that does not exist fails here, before any thread starts
+        except SourceError as e:
+            if not (self.source.live and e.retry):
+                raise
+            # down at start-up (a busy camera, an RTSP stream not up yet): the capture thread retries
+            # with the same back-off as after a drop-out; /health says 503 meanwhile
+            log.warning("%s; retrying every %.1f s up to %.0f s, as after a drop-out", e, *o.backoff)
         run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         info = {"source": self.source.name, "bank": str(o.bank), "method": bank.method_name,
                 "online": inspector.online, "threshold": inspector.threshold, "threshold_rule": rule,
@@ -119,7 +140,7 @@ class ServeApp:
                                   stream, run, o.save_every, o.max_frames, o.show, sinks)
         if o.dashboard:
             try:
-                self.dashboard = Dashboard(self.live, o.host, o.port, metrics=self.metrics.render)
+                self.dashboard = Dashboard(self.live, o.host, o.port, o.token, o.allow_hosts, metrics=self.metrics.render)
             except BaseException:
                 self.source.close()
                 if self.publisher is not None:
@@ -178,6 +199,8 @@ class ServeApp:
         if self.publisher is not None:
             self.publisher.close()  # sends what is queued while the broker is there (bounded wait)
         self.capture.join(timeout=5)
+        if self.lock is not None:
+            self.lock.release()
         if self.error is not None:
             raise self.error
         return self.result

@@ -10,7 +10,8 @@ Routes::
     /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
     /metrics           Prometheus text format (prometheus.py): counters, latency histograms, outbox
 
-Bound to 127.0.0.1 unless the user passes another --host.
+Bound to 127.0.0.1 unless the user passes another --host (and then a token). HEAD gets the headers
+of GET and no body. http_guard.py checks the Host header and the token, and sets the server limits.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
 
+from .http_guard import HttpGuard, server_limits
 from .live import LiveStatus
 from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 
@@ -50,6 +53,18 @@ class DashboardApp:
                         for route, (name, ctype) in STATIC.items()}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return self._route(environ, start_response)
+        if environ.get("PATH_INFO") == "/stream.mjpg":  # headers only: no stream slot, no frames
+            start_response("200 OK", [("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}"),
+                                      ("Cache-Control", "no-store")])
+            return []
+        body = self._route(environ, start_response)  # the GET headers (Content-Length included) ...
+        if hasattr(body, "close"):
+            body.close()
+        return []  # ... and no body
+
+    def _route(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
             return self._json(start_response, {"error": f"{method} not allowed"}, "405 Method Not Allowed")
@@ -116,17 +131,19 @@ class DashboardApp:
 class Dashboard:
     """waitress in a background thread; ``port`` is the bound port (pass 0 for a free one)."""
 
-    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008,
-                 metrics: Callable[[], bytes] | None = None) -> None:
+    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008, token: str | None = None,
+                 allow_hosts: tuple[str, ...] = (), metrics: Callable[[], bytes] | None = None) -> None:
         self.live = live
+        self.app = DashboardApp(live, metrics)
         try:
-            self.server = create_server(DashboardApp(live, metrics), host=host, port=port, threads=MAX_STREAMS + 4,
-                                        channel_timeout=30, ident="edge-foct")
+            self.server = create_server(HttpGuard(self.app, host, token, allow_hosts), host=host, port=port,
+                                        threads=MAX_STREAMS + 4, ident="edge-foct", **server_limits())
         except OSError as e:
             raise EdgeFoctError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); pass another "
                                 f"--port (0: any free one) or --no-dashboard") from None
         self.host, self.port = host, int(self.server.effective_port)
-        self._thread = threading.Thread(target=self.server.run, name="dashboard", daemon=True)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dashboard", daemon=True)
 
     @property
     def url(self) -> str:
@@ -136,8 +153,23 @@ class Dashboard:
     def start(self) -> None:
         self._thread.start()
 
+    def _serve(self) -> None:
+        """waitress's event loop (``server.run``), one poll at a time until ``stop``; then the server and
+        every connection are closed here, in the loop's own thread: closed from another thread, a
+        select() still waiting on them failed with EBADF (a traceback at every SIGTERM with a viewer)."""
+        srv = self.server
+        while not self._closing.is_set():
+            srv.asyncore.loop(timeout=srv.adj.asyncore_loop_timeout, map=srv._map, use_poll=srv.adj.asyncore_use_poll,
+                              count=1)
+        srv.close()
+        wasyncore.close_all(srv._map, ignore_all=True)
+
     def stop(self) -> None:
-        self.live.close()  # ends every MJPEG response
-        self.server.close()
+        self.live.close()  # ends every MJPEG response; their threads finish while the loop still runs
         self.server.task_dispatcher.shutdown(timeout=5)
-        self._thread.join(timeout=5)
+        self._closing.set()
+        if self._thread.is_alive():
+            self.server.pull_trigger()  # wakes the loop's select() at once
+            self._thread.join(timeout=5)
+        else:
+            self.server.close()

@@ -66,5 +66,5 @@ def prepare_demo(out: Path, data: Path | None, backbone: str | None, size: int,
     log.info("demo stream %s: %d frames from %s (%d defective)", video, len(order), category,
              sum(p.parent.name != "good" for p in order))
     bank = run_fit([str(category / "train" / "good")], backbone, out / "bank", SHOTS, SEED, None, method,
-                   None, size, None)
+                   None, size, None, force=True)  # the demo folder is the demo's own: refitted each run
     return video, bank

@@ -91,11 +91,14 @@ class InferenceLoop:
         event = {"run": self.run_id, "frame": frame.id, "time": round(frame.time, 4),
                  "score": round(float(r.score), 6), "defective": bool(r.defective),
                  "threshold": round(float(r.threshold), 6), "latency_ms": latency, "snapshot": snapshot}
+        if frame.file is not None:
+            event["file"] = frame.file
         if r.diagnostics:
             event["diagnostics"] = r.diagnostics
         for sink in self.sinks:  # the broker outbox before the log: a kill between them loses no message
             sink(event)
         self.events.write(event)
+        self.capture.done(frame)
         self.live.publish(event, jpg.tobytes())
         self.frames += 1
         if self.show:

@@ -9,6 +9,7 @@ inference goes) blocks instead, so every frame is inspected.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,14 +21,23 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge_foct.runtime import atomic
 from edge_foct.runtime.errors import EdgeFoctError, ImageError
 from edge_foct.runtime.image_io import IMAGE_SUFFIXES, read_image
 
 log = logging.getLogger("edge_foct.serve")
 
+FOLDER_STATE = "folder_seen.json"  # in --out: the files a --folder source has inspected
+
 
 class SourceError(EdgeFoctError):
-    """A camera, file, stream or folder that cannot be opened."""
+    """A camera, file, stream or folder that cannot be opened. ``retry``: it may come up later (a
+    camera that is busy, an RTSP stream that is down), so a live source is retried with back-off
+    at start-up as after a drop-out; otherwise (no such device, file or folder) serving stops."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class Source(Protocol):
@@ -53,10 +63,13 @@ class CaptureSource:
 
     def open(self) -> None:
         if self.kind == "camera":
+            if not Path(f"/dev/video{self.target}").exists():
+                raise SourceError(f"camera {self.target} cannot be opened (no /dev/video{self.target}); list "
+                                  f"cameras with `ls /dev/video*` and pass --camera N")
             cap = cv2.VideoCapture(int(self.target), cv2.CAP_V4L2)
             if not cap.isOpened():
-                raise SourceError(f"camera {self.target} cannot be opened (no /dev/video{self.target} or it "
-                                  f"is busy); list cameras with `ls /dev/video*` and pass --camera N")
+                raise SourceError(f"camera {self.target} cannot be opened (/dev/video{self.target} is busy or "
+                                  f"not a capture device)", retry=True)
         elif self.kind == "video":
             if not Path(self.target).is_file():
                 raise SourceError(f"--video {self.target}: file not found")
@@ -69,7 +82,7 @@ class CaptureSource:
                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000])
             if not cap.isOpened():
                 raise SourceError(f"--rtsp {self.target}: cannot connect; check the URL and that the "
-                                  f"camera is reachable")
+                                  f"camera is reachable", retry=True)
         self._cap = cap
 
     def read(self) -> np.ndarray | None:
@@ -93,36 +106,89 @@ class CaptureSource:
 
 
 class FolderSource:
-    """Image files of a folder in name order, then new files as they arrive (polled)."""
+    """Image files of a folder in name order, then new files as they arrive (polled).
+
+    ``current`` names the file of the frame last read (the event log records it). With ``state`` (a
+    JSON file in --out), the files inspected are remembered across restarts, each by name, size and
+    modification time (a file replaced under the same name is inspected again): ``done(name)``,
+    called once the file's event is written, saves the record atomically.
+    """
 
     live = False
 
-    def __init__(self, folder: str | Path, poll_s: float = 0.2, stop: threading.Event | None = None) -> None:
+    def __init__(self, folder: str | Path, poll_s: float = 0.2, stop: threading.Event | None = None,
+                 state: str | Path | None = None) -> None:
         self.folder = Path(folder)
         self.name = f"folder:{folder}"
         self.poll_s = poll_s
+        self.state = Path(state) if state is not None else None
+        self.current: str | None = None
         self._stop = stop or threading.Event()
-        self._seen: set[str] = set()
+        self._queued: set[str] = set()
+        self._done: dict[str, list[int]] = {}  # name -> [size, mtime_ns] of the version inspected
         self._pending: deque[Path] = deque()
         self._tries: dict[Path, int] = {}
 
     def open(self) -> None:
         if not self.folder.is_dir():
             raise SourceError(f"--folder {self.folder}: not a folder")
+        self._done = self._load_state()
+        if self._done:
+            log.info("%s: %d files inspected by an earlier run are skipped (%s)", self.name, len(self._done),
+                     self.state)
+
+    @staticmethod
+    def _stat(path: Path) -> list[int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns]
+
+    def _load_state(self) -> dict[str, list[int]]:
+        if self.state is None or not self.state.exists():
+            return {}
+        try:
+            data = json.loads(self.state.read_text())
+            if data.get("folder") != str(self.folder.resolve()):
+                log.warning("%s holds another folder's record (%s): starting afresh", self.state, data.get("folder"))
+                return {}
+            files = {str(k): [int(v[0]), int(v[1])] for k, v in dict(data["files"]).items()}
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            log.error("%s is unreadable (%s): every file of the folder is inspected again", self.state, e)
+            return {}
+        # forget files no longer in the folder, so the record stays as small as the folder
+        return {n: v for n, v in files.items() if (self.folder / n).exists()}
+
+    def done(self, name: str) -> None:
+        """Record ``name`` (a file of this folder) as inspected, atomically."""
+        stat = self._stat(self.folder / name)
+        if self.state is None or stat is None:
+            return
+        self._done[name] = stat
+        try:
+            atomic.write_json(self.state, {"folder": str(self.folder.resolve()), "files": self._done})
+        except OSError as e:
+            log.error("%s: cannot save the record of inspected files (%s)", self.state, e)
+
+    def _is_new(self, p: Path) -> bool:
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name in self._queued:
+            return False
+        seen = self._done.get(p.name)
+        return seen is None or seen != self._stat(p)
 
     def read(self) -> np.ndarray | None:
         while not self._stop.is_set():
             if not self._pending:
-                new = sorted(p for p in self.folder.iterdir()
-                             if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in self._seen)
+                new = sorted(p for p in self.folder.iterdir() if self._is_new(p))
                 self._pending.extend(new)
-                self._seen.update(p.name for p in new)
+                self._queued.update(p.name for p in new)
             if not self._pending:
                 self._stop.wait(self.poll_s)
                 continue
             path = self._pending.popleft()
             try:
-                return read_image(path)
+                rgb = read_image(path)
             except ImageError as e:
                 # a file still being written does not decode yet: retry a few polls later
                 self._tries[path] = self._tries.get(path, 0) + 1
@@ -131,6 +197,10 @@ class FolderSource:
                     self._stop.wait(self.poll_s)
                 else:
                     log.error("%s; skipped", e)
+                    self.done(path.name)  # not retried at every restart either
+                continue
+            self.current = path.name
+            return rgb
         return None
 
     def close(self) -> None:
@@ -142,6 +212,7 @@ class Frame:
     id: int
     time: float  # epoch seconds at capture
     rgb: np.ndarray  # (H, W, 3) uint8
+    file: str | None = None  # a folder source: the file's name
 
 
 class CaptureThread(threading.Thread):
@@ -168,7 +239,7 @@ class CaptureThread(threading.Thread):
                 rgb = self.source.read()
                 if rgb is not None:
                     self.status, delay = "running", self.backoff[0]
-                    self._put(Frame(self._next_id, time.time(), rgb))
+                    self._put(Frame(self._next_id, time.time(), rgb, getattr(self.source, "current", None)))
                     self._next_id += 1
                     continue
                 if not self.source.live:
@@ -221,6 +292,11 @@ class CaptureThread(threading.Thread):
         """The source ended and every queued frame was taken."""
         with self._cond:
             return self.ended and not self._queue
+
+    def done(self, frame: Frame) -> None:
+        """The frame's event is written: a folder source records its file as inspected."""
+        if frame.file is not None and hasattr(self.source, "done"):
+            self.source.done(frame.file)
 
     def stop(self) -> None:
         self.stop_event.set()

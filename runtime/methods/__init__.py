@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import EdgeFoctError
 from .base import Method, PatchScores, SupportSet
+from .param_check import check_params
 from .foct import CT, FOCT, OCT
 from .patchcore import PatchCore
 from .patchcore_plus import PatchCorePlus
@@ -49,6 +50,9 @@ def make_params(name: str, overrides: dict[str, Any] | None = None, preset: str 
     unknown = sorted(set(values) - known)
     if unknown:
         raise EdgeFoctError(f"method {name!r} has no parameter(s) {unknown}; known: {sorted(known)}")
+    problem = check_params(name, cls.Params, values)
+    if problem:
+        raise EdgeFoctError(problem)
     return cls.Params(**values)
 
 

@@ -24,7 +24,7 @@ from edge_foct.runtime.errors import GpuError
 from edge_foct.runtime.image_io import list_images, read_image
 from edge_foct.runtime.methods.base import Method
 
-from ..export.test_tensorrt_build import _fake_tensorrt
+from ..export.fake_tensorrt import fake_tensorrt
 from .test_serve import make_bank
 
 HAS_GPU = probe.numba_cuda()[1] or bool(probe.cuda_devices()[0])
@@ -62,7 +62,7 @@ def engines(tmp_path, random_backbone, monkeypatch):
     onnx_dir.mkdir()
     shutil.copy(random_backbone, onnx_dir / "backbone.onnx")
     machine = ("NVIDIA Jetson Orin", "8.7", "10.0.1")
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt([]))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt([]))
     monkeypatch.setattr(tb, "this_machine", lambda: machine)
     out = tmp_path / "engines"
     tb.build_engines(onnx_dir, out, tb.BuildOptions(sizes=(64,)), "edge-foct build-engines --onnx-dir onnx")

@@ -4,6 +4,7 @@ opset, versions, parity), and one-line errors for what a user can fix."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,7 @@ def one_error_line(res: subprocess.CompletedProcess, pattern: str) -> None:
 
 
 def test_export_backbone_and_navigator(tmp_path):
+    pytest.importorskip("torch", reason="export runs torch (the export extra: pip install -e \".[export]\")")
     out = tmp_path / "onnx"
     res = run("export", "--what", "backbone", "--what", "navigator", "--random-weights", "--check-size", "64",
               "--navigator-dim", "64", "--navigator-hidden", "32,16", "--out", str(out))
@@ -51,3 +53,21 @@ def test_export_backbone_and_navigator(tmp_path):
 ])
 def test_errors_are_one_line(tmp_path, args, pattern):
     one_error_line(run("export", *args, "--out", str(tmp_path / "o")), pattern)
+
+
+def test_export_without_torch_is_one_line(tmp_path):
+    """A lean install (no export extra): one line naming the extra, not an ImportError traceback."""
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoTorch())\n")
+    env = {**os.environ, "PYTHONPATH": str(block)}
+    res = subprocess.run([sys.executable, "-m", "edge_foct.edge_app", "export", "--what", "navigator",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120, env=env)
+    one_error_line(res, "export needs torch")
+    assert not (tmp_path / "o").exists()

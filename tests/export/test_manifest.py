@@ -7,8 +7,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
-from torch import nn
+
+torch = pytest.importorskip("torch", reason="needs torch (the export extra: pip install -e \".[export]\")")
+nn = torch.nn
 
 from edge_foct.export.manifest import (MANIFEST, EXPORTER, ExportError, check_parity, export_torch,
                                        record_graph, set_graph_metadata)

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the export extra: pip install -e \".[export]\")")
 
 from edge_foct.export.manifest import check_parity
 from edge_foct.export.navigator import Navigator, NavigatorConfig, export_navigator

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the export extra: pip install -e \".[export]\")")
 
 pytest.importorskip("segment_anything")
 

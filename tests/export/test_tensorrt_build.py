@@ -20,11 +20,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from edge_foct.export import tensorrt_build as tb
-from edge_foct.export.navigator import NavigatorConfig, export_navigator
 from edge_foct.runtime import names
 from edge_foct.runtime.engine_manifest import (EngineManifestError, check_engine_manifest, engine_path,
                                                read_engine_manifest, this_machine)
 from edge_foct.runtime.errors import EdgeFoctError
+
+from .fake_tensorrt import fake_tensorrt
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -32,6 +33,9 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory, random_backbone):
     """A feature graph (dynamic batch/height/width), the navigator (dynamic pairs), a static graph."""
+    pytest.importorskip("torch", reason="the navigator graph is exported with torch (the export extra)")
+    from edge_foct.export.navigator import NavigatorConfig, export_navigator
+
     d = tmp_path_factory.mktemp("onnx")
     shutil.copy(random_backbone, d / "backbone.onnx")
     export_navigator(d, NavigatorConfig(dim=32, hidden=(16, 8)))
@@ -95,46 +99,9 @@ def test_cli_without_tensorrt_prints_trtexec_and_one_error(onnx_dir):
 
 # --- the builder against a recording stand-in of the tensorrt module ---------------------------
 
-class _Rec:
-    """Records every call made on it (and on objects it returns)."""
-
-    def __init__(self, log: list, name: str) -> None:
-        self._log, self._name = log, name
-
-    def __getattr__(self, attr):
-        def call(*args, **kwargs):
-            self._log.append((f"{self._name}.{attr}", args, kwargs))
-            if attr == "build_serialized_network":
-                return b"ENGINE"
-            if attr == "serialize":
-                return b"CACHE"
-            if attr == "parse_from_file":
-                return True
-            return _Rec(self._log, attr)
-        return call
-
-    def __setattr__(self, attr, value):
-        if attr.startswith("_"):
-            object.__setattr__(self, attr, value)
-        else:
-            self._log.append((f"{self._name}.{attr}=", (value,), {}))
-
-
-def _fake_tensorrt(log: list) -> types.ModuleType:
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.0.1"
-    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
-    trt.Builder = lambda logger: _Rec(log, "builder")
-    trt.OnnxParser = lambda network, logger: _Rec(log, "parser")
-    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-    return trt
-
-
 def test_builder_calls_and_manifest(onnx_dir, tmp_path, calib_dir, monkeypatch):
     log: list = []
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(log))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(log))
     monkeypatch.setattr(tb, "this_machine", lambda: ("NVIDIA Jetson Orin", "8.7", "10.0.1"))
     seen = []
 
@@ -223,7 +190,7 @@ def test_manifest_carries_each_graphs_metadata(onnx_dir, tmp_path, monkeypatch):
     hold exactly what ONNX Runtime reads from the source graph (the backbone contract)."""
     from edge_foct.runtime.engines import OrtEngine
 
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt([]))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt([]))
     monkeypatch.setattr(tb, "this_machine", lambda: ("NVIDIA Jetson Orin", "8.7", "10.0.1"))
     manifest = tb.build_engines(onnx_dir, tmp_path, tb.BuildOptions(sizes=(64,)), "edge-foct build-engines")
     for key, entry in manifest["engines"].items():

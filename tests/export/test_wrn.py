@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the export extra: pip install -e \".[export]\")")
 
 from edge_foct.export.manifest import ExportError, check_parity
 from edge_foct.export.wrn import (FEATURE_DIM, aggregate_wrn, build_wide_resnet50, export_module,
