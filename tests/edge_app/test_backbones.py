@@ -88,7 +88,7 @@ def test_download_is_tried_only_when_asked(no_torch_hub, monkeypatch):
 def test_not_an_onnx_file_is_one_error(tmp_path):
     bad = tmp_path / "bb.onnx"
     bad.write_text("not a graph")
-    with pytest.raises(BackboneError, match="not an ONNX file"):
+    with pytest.raises(BackboneError, match="not a readable ONNX model"):
         backbones.resolve_backbone(str(bad))
 
 
