@@ -127,7 +127,7 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 
 
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
-             splits: int, seed: int, backbone: str | None, size: int, resize: int | None, views: int,
+             splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
@@ -138,12 +138,15 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 
         data = elpv_root()
     cats = find_categories(data, categories or None)
+    zero = [s.label for s in specs if not method_class(s.name).zero_shot]
+    if 0 in shots and zero:
+        raise EdgeFoctError(f"--shots 0 (text prompts only) needs zero-shot methods; {zero} need support images")
     for c in cats:
         if max(shots) > len(c.train):
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path)
-    pre = Preprocessor(resize or size, size)
+    pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):
         foreground, fg_note = load_foreground()
@@ -187,7 +190,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--splits", type=int, default=5, show_default=True, help="Support draws per shots setting.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
-@click.option("--size", type=int, default=256, show_default=True, help="Crop size (network input).")
+@click.option("--size", type=int, default=None, help="Crop size (network input) [default: the graph's fixed "
+              "size (CLIP: 240), else 256].")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
 @click.option("--jobs", type=int, default=0, show_default=True,
@@ -195,8 +199,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, out) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
-    if splits < 1 or any(k < 1 for k in shots):
-        raise EdgeFoctError("--splits and --shots must be >= 1")
+    if splits < 1 or any(k < 0 for k in shots):
+        raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
     if jobs < 0:
         raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,

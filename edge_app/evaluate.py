@@ -114,13 +114,15 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     support_paths, order = draw_split(category, shots, split, seed)
     cls = method_class(spec.name)
     params = make_params(spec.name, spec.params, spec.preset)
-    feats = store.features(support_paths)  # (K, Q, D)
+    # (K, Q, D); K = 0 (zero-shot): shaped like a test image's features
+    feats = store.features(support_paths) if support_paths else store[category.test[0].path][None, :0]
     fg = None
     if cls.uses_foreground and foreground is not None:
         fg = np.stack([mask_to_grid(foreground(store.pre.crop_rgb(read_image(p)))[0], store.pre.grid)
                        for p in support_paths])
-    support = SupportSet(feats, fg, store.pre.grid)
-    view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)])
+    support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
+    view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
+        if support_paths else feats[:, None]  # (K, V, Q, D)
     learnt = thresholds.calibrate(spec.name, params, support, view_feats)
     thr = learnt.value
     method = cls.fit(support, params)

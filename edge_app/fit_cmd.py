@@ -20,13 +20,16 @@ log = logging.getLogger("edge_foct.fit")
 
 
 def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
-    """All images, or ``shots`` of them drawn with ``seed`` (sorted, so the draw is reproducible)."""
+    """All images, or ``shots`` of them drawn with ``seed`` (sorted, so the draw is reproducible);
+    none for ``shots`` 0 (a zero-shot method)."""
+    if shots == 0:
+        return []
     if not paths:
         raise EdgeFoctError("no support images found (expected .png/.jpg/.bmp/.tif files)")
     if shots is None:
         return paths
     if shots < 1 or shots > len(paths):
-        raise EdgeFoctError(f"--shots {shots}: need between 1 and {len(paths)} (images found)")
+        raise EdgeFoctError(f"--shots {shots}: need between 0 (zero-shot methods) and {len(paths)} (images found)")
     idx = np.random.default_rng(seed).choice(len(paths), size=shots, replace=False)
     return [paths[i] for i in sorted(idx)]
 
@@ -37,7 +40,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size else {})
-    paths = pick_support(list_images(support), shots, seed)
+    paths = pick_support(list_images(support) if support else [], shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path)
@@ -55,16 +58,18 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 
 
 @click.command("fit")
-@click.option("--support", "support", multiple=True, required=True,
-              help="Folder(s) or image file(s) of good parts (repeatable).")
+@click.option("--support", "support", multiple=True,
+              help="Folder(s) or image file(s) of good parts (repeatable); none with --shots 0.")
 @click.option("--backbone", type=click.Path(dir_okay=False), default=None,
               help="Feature ONNX (or a known classification ONNX). Default: see `edge-foct demo --help`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bank folder to write.")
-@click.option("--shots", type=int, default=None, help="Draw this many support images (default: all).")
+@click.option("--shots", type=int, default=None,
+              help="Draw this many support images (default: all); 0: text prompts only (--method winclip).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
 @click.option("--method", default=None, help="Method name (default from config: patchcore).")
 @click.option("--preset", default=None, help="Method preset (e.g. foct: paper | edge).")
-@click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
+@click.option("--size", type=int, default=None,
+              help="Input size (resize = crop = SIZE). Default: the graph's fixed size (CLIP: 240), else 256.")
 @click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path) -> None:

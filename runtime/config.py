@@ -32,8 +32,8 @@ from .errors import EdgeFoctError
 
 @dataclass(frozen=True)
 class InputConfig:
-    resize: int = 256
-    crop: int = 256
+    resize: int | None = None  # None: the crop
+    crop: int | None = None  # None: the backbone's fixed input size (a ViT), else 256
 
 
 @dataclass(frozen=True)

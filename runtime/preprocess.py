@@ -20,15 +20,17 @@ class Preprocessor:
 
     resize: int = 256
     crop: int = 256
+    stride: int = 8  # the backbone's input pixels per patch (BackboneInfo.feature_stride)
 
     def __post_init__(self) -> None:
-        if self.crop % 16 or self.crop > self.resize:
-            raise ValueError(f"crop={self.crop} must be a multiple of 16 and <= resize={self.resize}")
+        if self.crop % 16 or self.crop > self.resize or self.crop % self.stride:
+            raise ValueError(f"crop={self.crop} must be a multiple of 16 and of the stride {self.stride}, "
+                             f"and <= resize={self.resize}")
 
     @property
     def grid(self) -> tuple[int, int]:
-        """Patch grid (h, w) of the stride-8 features."""
-        return self.crop // 8, self.crop // 8
+        """Patch grid (h, w) of the features."""
+        return self.crop // self.stride, self.crop // self.stride
 
     def _offset(self) -> int:
         return (self.resize - self.crop) // 2
