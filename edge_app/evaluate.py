@@ -115,7 +115,7 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     cls = method_class(spec.name)
     params = make_params(spec.name, spec.params, spec.preset)
     # (K, Q, D); K = 0 (zero-shot): shaped like a test image's features
-    feats = store.features(support_paths) if support_paths else store[category.test[0].path][None, :0]
+    feats = store.features(support_paths) if support_paths else store[category.test[0].path][None][:0]
     fg = None
     if cls.uses_foreground and foreground is not None:
         fg = np.stack([mask_to_grid(foreground(store.pre.crop_rgb(read_image(p)))[0], store.pre.grid)
