@@ -48,6 +48,16 @@ def ensure_clip(folder: Path) -> Path:
     return path
 
 
+def cpu_flags() -> list[str]:
+    """The CPU flags that pick ONNX Runtime's / BLAS's kernels (float graphs: AVX2 / AVX-512 / AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), []))
+    return sorted(f for f in flags if f in {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"} or f.startswith("amx"))
+
+
 def ms(a: float, b: float) -> float:
     return (b - a) * 1e3
 
@@ -106,7 +116,7 @@ def main() -> None:
             diags[label] = r.diagnostics
     rows = {label: {s: {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
                     for s, v in times[label].items()} for label in ROWS}
-    machine = machine_info()
+    machine = {**machine_info(), "cpu_flags": cpu_flags()}
     result = {"note": "random weights (timing only); 2-core CPU shared with other agents' jobs while measured",
               "clip": {**clip.info.to_json(), "engine": clip.engine.description},
               "wrn": {**wrn.info.to_json(), "engine": wrn.engine.description},

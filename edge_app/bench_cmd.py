@@ -97,6 +97,7 @@ def run_bench(backbone: str | None, size: int | None, methods: list[str], frames
         images = [read_image(p) for p in test[: max(1, min(len(test), frames + warmup))]]
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path, threads=threads)
+    specs = parse_methods(methods, bb.side_arrays())
     pre = bb.preprocessor(size, size)
     needs_fg = any(method_class(s.name).uses_foreground for s in specs)
     foreground, fg_note = load_foreground() if needs_fg else (None, "not used")

@@ -59,12 +59,20 @@ class MultiValueCommand(click.Command):
         return super().parse_args(ctx, out)
 
 
-def parse_methods(values: list[str]) -> list[MethodSpec]:
-    """``name`` or ``name/preset``; ``all`` = every registered method with its defaults. Checked now."""
-    names = [n for v in values for n in (sorted(METHODS) if v == "all" else [v])]
+def parse_methods(values: list[str], context: dict[str, Any] | None = None) -> list[MethodSpec]:
+    """``name`` or ``name/preset``; ``all`` = every registered method with its defaults. Checked now.
+
+    context: the backbone's side arrays (Backbone.side_arrays), when known: ``all`` then keeps the
+    methods that run on this backbone, and a method named explicitly that cannot (WinCLIP on a CNN
+    graph) is a one-line error before any work."""
+    fits = lambda n: context is None or all(k in context for k in method_class(n).needs_context)  # noqa: E731
+    names = [n for v in values for n in ([m for m in sorted(METHODS) if fits(m)] if v == "all" else [v])]
     specs = [MethodSpec(*n.split("/", 1)) if "/" in n else MethodSpec(n) for n in names]
     for s in specs:
         make_params(s.name, s.params, s.preset)  # unknown name or preset: one-line error now
+        if not fits(s.name):
+            raise EdgeFoctError(f"method {s.name!r} needs a CLIP graph with its side data (`edge-foct export "
+                                f"--what clip`); this backbone has none")
     return specs
 
 
@@ -146,6 +154,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path)
+    specs = parse_methods(methods, bb.side_arrays())
     pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):

@@ -57,6 +57,8 @@ class Method(ABC):
     loo_matched_capacity: ClassVar[tuple[str, ...]] = ()
     #: True when ``fit`` accepts K = 0 support images (scores from prior knowledge, e.g. text prompts)
     zero_shot: ClassVar[bool] = False
+    #: ``SupportSet.context`` keys the method needs from its backbone's side data (WinCLIP: a CLIP graph's)
+    needs_context: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod

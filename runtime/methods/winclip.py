@@ -91,6 +91,7 @@ class WinClip(Method):
     name = "winclip"
     Params = WinClipParams
     zero_shot = True
+    needs_context = (names.CLIP_LAYOUT, names.CLIP_WINDOWS, names.CLIP_TEXT_NORMAL, names.CLIP_TEXT_ANOMALOUS)
 
     def __init__(self, layout: ClipLayout, text: np.ndarray, logit_scale: float,
                  memories: tuple[np.ndarray, ...], params: Any) -> None:

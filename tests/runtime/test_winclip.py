@@ -180,3 +180,13 @@ def test_fit_bank_refuses_no_support_for_methods_that_need_it(random_backbone):
         fit_bank(bb, [], Config().replace(input={"crop": 64}, method={"name": "patchcore"}))
     with pytest.raises(BackboneError, match="export --what clip"):  # a CNN graph has no CLIP side data
         fit_bank(bb, [], Config().replace(input={"crop": 64}, method={"name": "winclip"}))
+
+
+def test_method_lists_follow_the_backbone(rng):
+    from edge_foct.edge_app.eval_cmd import parse_methods
+
+    cnn = [s.name for s in parse_methods(["all"], {})]
+    assert "winclip" not in cnn and "winclip+" not in cnn and "patchcore" in cnn
+    assert {"winclip", "winclip+"} <= {s.name for s in parse_methods(["all"], context(rng))}
+    with pytest.raises(EdgeFoctError, match="needs a CLIP graph"):
+        parse_methods(["patchcore", "winclip+/mpdd"], {})
