@@ -59,7 +59,6 @@ def text_side_data(model: torch.nn.Module, module: WinClipFeatures, object_name:
         names.CLIP_TEXT_ANOMALOUS: encode_text(model, prompts(object_name, ANOMALOUS_STATES)),
         names.CLIP_LAYOUT: np.array([module.grid, module.patch_dim, module.embed_dim], np.int64),
         names.CLIP_WINDOWS: np.array(module.window_sizes, np.int64),
-        names.CLIP_LOGIT_SCALE: np.array(float(model.logit_scale.detach().exp()), np.float32),
     }
 
 

@@ -2,7 +2,7 @@
 
 Layout (runtime/names.py, written by export/clip_vit.py): patch_features (N, g, g, D) with, per
 patch, [patch token (P) | image embedding (E) | one window embedding (E) per window size]. The side
-data (.npz beside the graph) holds the layout, the window sizes, the logit scale and the two sets of
+data (.npz beside the graph) holds the layout, the window sizes and the two sets of
 text embeddings (normal and anomalous prompts) computed once at export: no text encoder at run time.
 """
 
@@ -14,10 +14,6 @@ import numpy as np
 
 from . import names
 from .errors import BackboneError
-
-SIDE_KEYS = (names.CLIP_TEXT_NORMAL, names.CLIP_TEXT_ANOMALOUS, names.CLIP_LAYOUT, names.CLIP_WINDOWS,
-             names.CLIP_LOGIT_SCALE)
-
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     """(n, c) -> (n, c) float32 rows scaled to unit L2 norm (zero rows stay zero)."""

@@ -27,7 +27,6 @@ CLIP_TEXT_NORMAL = "clip_text_normal"  # (Pn, E) float32 unit rows: normal state
 CLIP_TEXT_ANOMALOUS = "clip_text_anomalous"  # (Pa, E) float32 unit rows: anomalous prompts
 CLIP_LAYOUT = "clip_layout"  # (3,) int64 [grid g, patch dim P, embedding dim E]
 CLIP_WINDOWS = "clip_window_sizes"  # (S,) int64 window sizes k, in packing order
-CLIP_LOGIT_SCALE = "clip_logit_scale"  # () float32: the model's logit scale (100 for CLIP)
 CLIP_GRAPH_SHA256 = "clip_graph_sha256"  # () str: the graph these arrays belong to
 
 # --- navigator graph (export/navigator.py) ----------------------------------------------------

@@ -5,8 +5,9 @@ the patch tokens (Q, P), the image embedding (E,) and, per window size k (2 and 
 and mid scales), the embeddings of the (g - k + 1)^2 windows (nw_k, E). Every vector is compared by
 cosine (all rows are unit-normalised first). S = 1 + number of window sizes scales.
 
-- zero-shot (text only, K = 0 works): p(x) = softmax(logit_scale * cos(x, [t_normal, t_anomalous]))[1]
-  with t_* the averaged prompt ensembles from export. Image scale: p(image) at every patch; window
+- zero-shot (text only, K = 0 works): p(x) = softmax(cos(x, [t_normal, t_anomalous]) / tau)[1], tau =
+  0.07 (WinCLIP's Eq. 1 temperature, CLIP's initial one, as anomalib's WinCLIP; not the trained CLIP
+  logit scale), t_* the prompt ensembles from export, each the mean of its unit prompt embeddings. Image scale: p(image) at every patch; window
   scale k: p(window) harmonically aggregated to the patches (runtime/windows.py). The zero-shot map
   is the harmonic mean of the S maps (anomalib's WinCLIP).
 - few-shot (K >= 1): a visual memory per scale (the support images' patch tokens, and their window
@@ -43,6 +44,7 @@ from .patchcore_plus import PatchCorePlusParams, Prototypes, refine
 
 @dataclass(frozen=True)
 class WinClipParams:
+    temperature: float = 0.07  # tau of the two-class text softmax
     coreset_ratio: float = 1.0  # share of each scale's support rows kept (WinCLIP keeps them all)
     projection_dim: int = 128  # coreset distance after a random projection to this
     seed: int = 0
@@ -50,6 +52,7 @@ class WinClipParams:
 
 @dataclass(frozen=True)
 class WinClipPlusParams:
+    temperature: float = 0.07
     coreset_ratio: float = 0.5  # alpha per scale: 0.5 / 0.3 / 0.2 for MVTec / VisA / MPDD (presets)
     projection_dim: int = 128
     seed: int = 0
@@ -66,17 +69,17 @@ class WinClipPlusParams:
         return PatchCorePlusParams(**{k: v for k, v in self.__dict__.items() if k in keep})
 
 
-def anomaly_probability(emb: np.ndarray, text: np.ndarray, logit_scale: float) -> np.ndarray:
+def anomaly_probability(emb: np.ndarray, text: np.ndarray, temperature: float) -> np.ndarray:
     """emb (n, E) unit rows, text (2, E) [normal, anomalous] -> (n,) float64 p(anomalous)."""
-    logits = logit_scale * (emb.astype(np.float64) @ text.T.astype(np.float64))  # (n, 2)
+    logits = (emb.astype(np.float64) @ text.T.astype(np.float64)) / temperature  # (n, 2)
     return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))  # the two-class softmax
 
 
-def zero_shot_map(c: ClipFeatures, layout: ClipLayout, text: np.ndarray, logit_scale: float) -> np.ndarray:
+def zero_shot_map(c: ClipFeatures, layout: ClipLayout, text: np.ndarray, temperature: float) -> np.ndarray:
     """-> (Q,) harmonic mean over the S scales of the zero-shot maps."""
     q = layout.grid ** 2
-    image = float(anomaly_probability(c.image[None], text, logit_scale)[0])
-    maps = [np.full(q, image)] + [harmonic_aggregate(anomaly_probability(w, text, logit_scale), layout.grid, k)
+    image = float(anomaly_probability(c.image[None], text, temperature)[0])
+    maps = [np.full(q, image)] + [harmonic_aggregate(anomaly_probability(w, text, temperature), layout.grid, k)
                                   for w, k in zip(c.windows, layout.window_sizes)]  # S x (Q,)
     with np.errstate(divide="ignore"):
         return (len(maps) / np.sum([1.0 / m for m in maps], axis=0)).astype(np.float32)
@@ -93,17 +96,14 @@ class WinClip(Method):
     zero_shot = True
     needs_context = (names.CLIP_LAYOUT, names.CLIP_WINDOWS, names.CLIP_TEXT_NORMAL, names.CLIP_TEXT_ANOMALOUS)
 
-    def __init__(self, layout: ClipLayout, text: np.ndarray, logit_scale: float,
-                 memories: tuple[np.ndarray, ...], params: Any) -> None:
+    def __init__(self, layout: ClipLayout, text: np.ndarray, memories: tuple[np.ndarray, ...], params: Any) -> None:
         self.layout, self.params = layout, params
         self.text = unit_rows(text)  # (2, E)
-        self.logit_scale = float(logit_scale)
         self.memories = tuple(np.ascontiguousarray(m, np.float32) for m in memories)  # S x (n_s, dim_s)
 
     @classmethod
     def fit(cls, support: SupportSet, params: Any) -> "WinClip":
         layout = ClipLayout.from_arrays(support.context)
-        scale = float(support.context.get(names.CLIP_LOGIT_SCALE, 100.0))
         per_image = [layout.split(f) for f in support.features]  # K x ClipFeatures
         memories = []
         for s in range(1 + len(layout.window_sizes)):
@@ -112,18 +112,16 @@ class WinClip(Method):
             x = np.stack(rows) if rows else np.zeros((0, 0, dim), np.float32)  # (K, n, dim)
             memories.append(support_coreset(x, params.coreset_ratio, params.projection_dim, params.seed)
                             if params.coreset_ratio < 1.0 else x.reshape(-1, dim))
-        return cls(layout, class_text(support.context), scale, tuple(memories), params)
+        return cls(layout, class_text(support.context), tuple(memories), params)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {**self.layout.to_arrays(), "text": self.text,
-                names.CLIP_LOGIT_SCALE: np.array(self.logit_scale, np.float32),
-                **{f"memory{s}": m for s, m in enumerate(self.memories)}}
+        return {**self.layout.to_arrays(), "text": self.text, **{f"memory{s}": m for s, m in enumerate(self.memories)}}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: Any) -> "WinClip":
         layout = ClipLayout.from_arrays(arrays)
         memories = tuple(arrays[f"memory{s}"] for s in range(1 + len(layout.window_sizes)))
-        return cls(layout, arrays["text"], float(arrays[names.CLIP_LOGIT_SCALE]), memories, params)
+        return cls(layout, arrays["text"], memories, params)
 
     def scale_distance(self, s: int, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """Scale s's query rows x (n, dim) unit -> (n,) few-shot distances, diagnostics."""
@@ -139,10 +137,10 @@ class WinClip(Method):
 
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
         c = self.layout.split(np.asarray(features, np.float32))
-        zs = zero_shot_map(c, self.layout, self.text, self.logit_scale)  # (Q,)
+        tau = self.params.temperature
+        zs = zero_shot_map(c, self.layout, self.text, tau)  # (Q,)
         diag: dict[str, Any] = {"memory_size": int(sum(m.shape[0] for m in self.memories)),
-                                "zero_shot_image": float(anomaly_probability(c.image[None], self.text,
-                                                                             self.logit_scale)[0])}
+                                "zero_shot_image": float(anomaly_probability(c.image[None], self.text, tau)[0])}
         if self.memories[0].shape[0] == 0:  # K = 0: text prompts only
             return PatchScores(zs, diag)
         fs, extra = self.few_shot_map(c)
@@ -159,9 +157,9 @@ class WinClipPlus(WinClip):
     PRESETS = {"mvtec": {"coreset_ratio": 0.5}, "visa": {"coreset_ratio": 0.3}, "mpdd": {"coreset_ratio": 0.2},
                "no-ot": {"lam": 0.0}}
 
-    def __init__(self, layout: ClipLayout, text: np.ndarray, logit_scale: float,
-                 memories: tuple[np.ndarray, ...], params: WinClipPlusParams) -> None:
-        super().__init__(layout, text, logit_scale, memories, params)
+    def __init__(self, layout: ClipLayout, text: np.ndarray, memories: tuple[np.ndarray, ...],
+                 params: WinClipPlusParams) -> None:
+        super().__init__(layout, text, memories, params)
         self._refine = params.refine_params()
         self._protos = tuple(Prototypes.build(m, params.ridge_rel) for m in self.memories)
 

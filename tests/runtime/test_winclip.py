@@ -24,11 +24,11 @@ def unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def context(rng, layout=LAYOUT, scale=100.0):
+def context(rng, layout=LAYOUT):
     e = layout.embed_dim
     return {names.CLIP_TEXT_NORMAL: rng.standard_normal((7, e)).astype(np.float32),
             names.CLIP_TEXT_ANOMALOUS: rng.standard_normal((4, e)).astype(np.float32),
-            names.CLIP_LOGIT_SCALE: np.array(scale, np.float32), **layout.to_arrays()}
+            **layout.to_arrays()}
 
 
 def parts(rng, layout=LAYOUT, basis=None):
@@ -75,14 +75,14 @@ def test_split_inverts_the_packing(rng):
 
 
 def test_zero_shot_with_no_support_image_matches_a_direct_computation(rng):
-    ctx = context(rng, scale=7.0)
-    m = method_class("winclip").fit(support_set(rng, 0, ctx), make_params("winclip"))
+    ctx = context(rng)
+    m = method_class("winclip").fit(support_set(rng, 0, ctx), make_params("winclip", {"temperature": 0.15}))
     p = parts(rng)
     got = m.score(pack(p)).scores  # (Q,)
     t = unit(np.stack([unit(ctx[names.CLIP_TEXT_NORMAL]).mean(0), unit(ctx[names.CLIP_TEXT_ANOMALOUS]).mean(0)]))
 
     def prob(v):
-        a, b = np.exp(7.0 * unit(v) @ t[0]), np.exp(7.0 * unit(v) @ t[1])
+        a, b = np.exp(unit(v) @ t[0] / 0.15), np.exp(unit(v) @ t[1] / 0.15)
         return b / (a + b)
 
     g = 5
@@ -98,6 +98,7 @@ def test_zero_shot_with_no_support_image_matches_a_direct_computation(rng):
     want = 3 / sum(1 / x for x in maps)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert got.shape == (25,) and np.isfinite(got).all() and ((got > 0) & (got < 1)).all()
+    assert make_params("winclip").temperature == 0.07 == make_params("winclip+").temperature  # WinCLIP's tau
 
 
 def test_few_shot_adds_the_visual_memory_half(rng):
