@@ -5,11 +5,12 @@ the patch tokens (Q, P), the image embedding (E,) and, per window size k (2 and 
 and mid scales), the embeddings of the (g - k + 1)^2 windows (nw_k, E). Every vector is compared by
 cosine (all rows are unit-normalised first). S = 1 + number of window sizes scales.
 
-- zero-shot (text only, K = 0 works): p(x) = softmax(cos(x, [t_normal, t_anomalous]) / tau)[1], tau =
-  0.07 (WinCLIP's Eq. 1 temperature, CLIP's initial one, as anomalib's WinCLIP; not the trained CLIP
-  logit scale), t_* the prompt ensembles from export, each the mean of its unit prompt embeddings. Image scale: p(image) at every patch; window
-  scale k: p(window) harmonically aggregated to the patches (runtime/windows.py). The zero-shot map
-  is the harmonic mean of the S maps (anomalib's WinCLIP).
+- zero-shot (text only, K = 0 works): p(x) = softmax(cos(x, [t_normal, t_anomalous]) / tau)[1],
+  tau = 0.07 (WinCLIP's Eq. 1 temperature, CLIP's initial one, as in anomalib's WinCLIP; not the
+  trained logit scale), t_* the prompt ensembles from export, each the mean of its unit prompt
+  embeddings. Image scale: p(image) at every patch; window scale k: p(window) harmonically
+  aggregated to the patches (runtime/windows.py). The zero-shot map is the harmonic mean of the S
+  maps (anomalib's WinCLIP).
 - few-shot (K >= 1): a visual memory per scale (the support images' patch tokens, and their window
   embeddings per size); a query row's score is min over the memory of (1 - cos) / 2; window scores
   are harmonically aggregated; the few-shot map is the mean of the S maps.
