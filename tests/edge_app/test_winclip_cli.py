@@ -46,7 +46,8 @@ def banks(clip_graph, tmp_path_factory):
 
 def test_fit_records_the_zero_shot_and_few_shot_banks(banks):
     zero = json.loads((banks[("winclip", 0)] / "manifest.json").read_text())
-    assert zero["support"] == [] and zero["threshold"]["rule"] == "zero-shot-prior" and zero["threshold"]["value"] == 0.5
+    assert zero["support"] == [] and zero["threshold"]["rule"] == "zero-shot-prior"
+    assert zero["threshold"]["value"] == 0.5
     assert zero["input"] == {"resize": 64, "crop": 64, "stride": 16} and zero["grid"] == [4, 4]
     plus = json.loads((banks[("winclip+", 2)] / "manifest.json").read_text())
     assert len(plus["support"]) == 2 and plus["threshold"]["rule"] == "loo-patch-q-capped"
@@ -55,7 +56,7 @@ def test_fit_records_the_zero_shot_and_few_shot_banks(banks):
 
 @pytest.mark.parametrize("key", [("winclip", 0), ("winclip", 2), ("winclip+", 2)])
 def test_predict_scores_every_image(banks, key, tmp_path):
-    images = sorted((CATEGORY / "test" / "defective").iterdir())[:3] + sorted((CATEGORY / "test" / "good").iterdir())[:3]
+    images = [p for d in ("defective", "good") for p in sorted((CATEGORY / "test" / d).iterdir())[:3]]
     r = run("predict", "--bank", str(banks[key]), *map(str, images), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]

@@ -55,8 +55,9 @@ def test_graph_follows_the_contract_and_its_parity_is_recorded(exported):
 
 def _clip_input(x: np.ndarray) -> torch.Tensor:
     """ImageNet-normalised -> CLIP-normalised, computed the long way."""
-    rgb = x * np.array(names.IMAGENET_STD, np.float32)[:, None, None] + np.array(names.IMAGENET_MEAN, np.float32)[:, None, None]
-    return torch.from_numpy((rgb - np.array(CLIP_MEAN, np.float32)[:, None, None]) / np.array(CLIP_STD, np.float32)[:, None, None])
+    col = lambda v: np.array(v, np.float32)[:, None, None]  # noqa: E731
+    rgb = x * col(names.IMAGENET_STD) + col(names.IMAGENET_MEAN)
+    return torch.from_numpy((rgb - col(CLIP_MEAN)) / col(CLIP_STD))
 
 
 def test_image_embedding_and_patch_tokens_are_open_clips_own(exported, image_and_features):

@@ -59,7 +59,8 @@ def pack(p, layout=LAYOUT):
 
 
 def support_set(rng, k, ctx, basis=None):
-    feats = np.stack([pack(parts(rng, basis=basis)) for _ in range(k)]) if k else np.zeros((0, 25, LAYOUT.dim), np.float32)
+    feats = np.stack([pack(parts(rng, basis=basis)) for _ in range(k)]) if k else \
+        np.zeros((0, 25, LAYOUT.dim), np.float32)
     return SupportSet(feats, None, (5, 5), ctx)
 
 
