@@ -82,7 +82,7 @@ def bench_method(bb: Backbone, pre: Preprocessor, label: str, support: list[np.n
             "threshold": bank.threshold, "peak_rss_mib": peak_rss_mib()}
 
 
-def run_bench(backbone: str | None, size: int, methods: list[str], frames: int, warmup: int,
+def run_bench(backbone: str | None, size: int | None, methods: list[str], frames: int, warmup: int,
               data: Path | None, shots: int, seed: int, threads: int | None, out: Path | None) -> dict[str, Any]:
     specs = parse_methods(methods)
     with tempfile.TemporaryDirectory(prefix="edge-foct-bench-") as tmp:
@@ -90,14 +90,15 @@ def run_bench(backbone: str | None, size: int, methods: list[str], frames: int, 
         train = list_images(cat / "train" / "good") if (cat / "train" / "good").is_dir() else []
         test = [p for d in sorted((cat / "test").iterdir()) if d.is_dir() for p in list_images(d)] \
             if (cat / "test").is_dir() else []
-        if len(train) < shots or not test:
+        if len(train) < shots or not test or shots < 0:
             raise EdgeFoctError(f"{cat}: need >= {shots} images in train/good and some in test/*/ (MVTec layout)")
         rng = np.random.default_rng(seed)
         support = [read_image(train[i]) for i in sorted(rng.choice(len(train), shots, replace=False))]
         images = [read_image(p) for p in test[: max(1, min(len(test), frames + warmup))]]
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path, threads=threads)
-    pre = Preprocessor(size, size)
+    specs = parse_methods(methods, bb.side_arrays())
+    pre = bb.preprocessor(size, size)
     needs_fg = any(method_class(s.name).uses_foreground for s in specs)
     foreground, fg_note = load_foreground() if needs_fg else (None, "not used")
     rss0 = peak_rss_mib()
@@ -115,7 +116,7 @@ def run_bench(backbone: str | None, size: int, methods: list[str], frames: int, 
     }
     table = latency_table(rows, PAPERS_RTX3090)
     md = (f"{describe(result['machine'])}\n\nbackbone {bb.info.backbone_id} ({bb.engine.description}), "
-          f"input {size}x{size}, {shots}-shot bank, {frames} frames after {warmup} warm-up\n\n{table}")
+          f"input {pre.crop}x{pre.crop}, {shots}-shot bank, {frames} frames after {warmup} warm-up\n\n{table}")
     if out is not None:
         atomic.write_json(out / "bench.json", result)
         atomic.write_bytes(out / "bench.md", md.encode())
@@ -127,7 +128,8 @@ def run_bench(backbone: str | None, size: int, methods: list[str], frames: int, 
 
 @click.command("bench", cls=MultiValueCommand)
 @click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
-@click.option("--size", type=int, default=256, show_default=True, help="Input size (resize = crop), e.g. 256 or 336.")
+@click.option("--size", type=int, default=None, help="Input size (resize = crop), e.g. 256 or 336 "
+              "[default: the graph's fixed size (CLIP: 240), else 256].")
 @click.option("--methods", multiple=True, default=("patchcore",), show_default=True,
               help="name or name/preset, space- or comma-separated; `all` = every method.")
 @click.option("--frames", type=int, default=50, show_default=True, help="Timed frames per method.")

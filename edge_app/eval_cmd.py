@@ -59,12 +59,20 @@ class MultiValueCommand(click.Command):
         return super().parse_args(ctx, out)
 
 
-def parse_methods(values: list[str]) -> list[MethodSpec]:
-    """``name`` or ``name/preset``; ``all`` = every registered method with its defaults. Checked now."""
-    names = [n for v in values for n in (sorted(METHODS) if v == "all" else [v])]
+def parse_methods(values: list[str], context: dict[str, Any] | None = None) -> list[MethodSpec]:
+    """``name`` or ``name/preset``; ``all`` = every registered method with its defaults. Checked now.
+
+    context: the backbone's side arrays (Backbone.side_arrays), when known: ``all`` then keeps the
+    methods that run on this backbone, and a method named explicitly that cannot (WinCLIP on a CNN
+    graph) is a one-line error before any work."""
+    fits = lambda n: context is None or all(k in context for k in method_class(n).needs_context)  # noqa: E731
+    names = [n for v in values for n in ([m for m in sorted(METHODS) if fits(m)] if v == "all" else [v])]
     specs = [MethodSpec(*n.split("/", 1)) if "/" in n else MethodSpec(n) for n in names]
     for s in specs:
         make_params(s.name, s.params, s.preset)  # unknown name or preset: one-line error now
+        if not fits(s.name):
+            raise EdgeFoctError(f"method {s.name!r} needs a CLIP graph with its side data (`edge-foct export "
+                                f"--what clip`); this backbone has none")
     return specs
 
 
@@ -132,7 +140,7 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 
 
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
-             splits: int, seed: int, backbone: str | None, size: int, resize: int | None, views: int,
+             splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
              keep_aspect: bool = False) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
@@ -144,12 +152,16 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 
         data = elpv_root()
     cats = find_categories(data, categories or None)
+    zero = [s.label for s in specs if not method_class(s.name).zero_shot]
+    if 0 in shots and zero:
+        raise EdgeFoctError(f"--shots 0 (text prompts only) needs zero-shot methods; {zero} need support images")
     for c in cats:
         if max(shots) > len(c.train):
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path)
-    pre = Preprocessor(resize or size, size)
+    specs = parse_methods(methods, bb.side_arrays())
+    pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):
         foreground, fg_note = load_foreground()
@@ -167,7 +179,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
     }
     records: list[dict[str, Any]] = []
     for cat in cats:
-        cat_pre = dataclasses.replace(pre, aspect=category_aspect(cat)) if keep_aspect else pre
+        cat_pre = bb.preprocessor(resize, size, aspect=category_aspect(cat)) if keep_aspect else pre
         records += eval_category(cat, specs, shots, splits, seed, bb, cat_pre, views, pro_limit, out,
                                  foreground, fg_note, batch, jobs)
         run["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -197,7 +209,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--splits", type=int, default=5, show_default=True, help="Support draws per shots setting.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draws.")
 @click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
-@click.option("--size", type=int, default=256, show_default=True, help="Crop size (network input).")
+@click.option("--size", type=int, default=None, help="Crop size (network input) [default: the graph's fixed "
+              "size (CLIP: 240), else 256].")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
 @click.option("--jobs", type=int, default=0, show_default=True,
@@ -209,8 +222,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
             out) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
-    if splits < 1 or any(k < 1 for k in shots):
-        raise EdgeFoctError("--splits and --shots must be >= 1")
+    if splits < 1 or any(k < 0 for k in shots):
+        raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
     if jobs < 0:
         raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,

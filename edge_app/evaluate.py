@@ -129,12 +129,14 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     support_paths, order = draw_split(category, shots, split, seed)
     cls = method_class(spec.name)
     params = make_params(spec.name, spec.params, spec.preset)
-    feats = store.features(support_paths)  # (K, Q, D)
+    # (K, Q, D); K = 0 (zero-shot): shaped like a test image's features
+    feats = store.features(support_paths) if support_paths else store[category.test[0].path][None][:0]
     fg = None
     if cls.uses_foreground:  # the masks fit_bank gives (fit, demo, serve): the same estimator
         fg, _ = support_masks([read_image(p) for p in support_paths], store.pre, foreground or default_foreground())
-    support = SupportSet(feats, fg, store.pre.grid)
-    view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)])
+    support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
+    view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
+        if support_paths else feats[:, None]  # (K, V, Q, D)
     learnt = thresholds.calibrate(spec.name, params, support, view_feats)
     thr = learnt.value
     method = cls.fit(support, params)

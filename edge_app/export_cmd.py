@@ -1,4 +1,4 @@
-"""``edge-foct export``: WRN-50-2 backbone, SAM segmenter and navigator MLP -> ONNX + manifest.
+"""``edge-foct export``: WRN-50-2 backbone, SAM segmenter, navigator MLP, WinCLIP's CLIP -> ONNX + manifest.
 
 Each graph is checked right after export (onnx.checker, then ONNX Runtime against torch within the
 tolerance below) and recorded in ``OUT/manifest.json``. torch is imported only when this runs.
@@ -13,10 +13,10 @@ import numpy as np
 
 from edge_foct.runtime.errors import EdgeFoctError
 
-GRAPHS = ("backbone", "segmenter", "navigator")
+GRAPHS = ("backbone", "segmenter", "navigator", "clip")
 #: parity tolerances (|ort - torch| <= atol + rtol * |torch|): float32 kernels differ in summation
 #: order; a wrong graph misses these by orders of magnitude (measured max |err|: WRN 4e-5 on |ref| 49)
-TOL = {"backbone": (1e-3, 1e-3), "segmenter": (1e-3, 1e-3), "navigator": (1e-4, 1e-5)}
+TOL = {"backbone": (1e-3, 1e-3), "segmenter": (1e-3, 1e-3), "navigator": (1e-4, 1e-5), "clip": (1e-3, 1e-3)}
 NO_CHECKPOINT = ("--what segmenter needs --sam-checkpoint FILE (sam_vit_b_01ec64.pth etc. from "
                  "github.com/facebookresearch/segment-anything); without it the runtime uses the classical "
                  "foreground estimator: export only --what backbone --what navigator")
@@ -101,6 +101,32 @@ def export_navigator_graph(out: Path, dim: int, hidden: str, seed: int, opset: i
     _report(path, parity, f"  + {npz.name}")
 
 
+def export_clip_graph(out: Path, model_name: str, weights: str | None, random_weights: bool, object_name: str,
+                      opset: int) -> Path:
+    """WinCLIP's image encoder (export/clip_vit.py) + its text side data (export/clip_text.py)."""
+    from edge_foct.export.clip_text import describe, text_side_data, write_side_data
+    from edge_foct.export.clip_vit import WinClipFeatures, build_clip, export_clip_image, random_image
+    from edge_foct.export.manifest import check_parity, record_graph
+
+    tiny = model_name == "tiny"
+    model, backbone_id, pretrained = build_clip(model_name, weights, random_weights, tiny=tiny)
+    module = WinClipFeatures(model.visual).eval()
+    stem = "clip_tiny" if tiny else f"clip_{model_name}"
+    side = f"{stem}.text.npz"
+    path = export_clip_image(module, out / f"{stem}.onnx", backbone_id, pretrained, side, opset)
+    rtol, atol = TOL["clip"]
+    parity = check_parity(module, path, {"image": random_image(module, 2)}, rtol, atol)  # batch 2: dynamic batch
+    npz = write_side_data(out / side, text_side_data(model, module, object_name), path)
+    config = {"arch": "tiny (tests)" if tiny else model_name, "weights": weights or "random",
+              "pretrained": pretrained, "backbone_id": backbone_id, "input_size": module.grid * 16,
+              "grid": module.grid, "patch_dim": module.patch_dim, "embed_dim": module.embed_dim,
+              "window_sizes": list(module.window_sizes), "side_data": side, "prompts": describe(object_name),
+              "windows": "tokens of each k x k window gathered (class token + k*k patches) and encoded as a batch"}
+    record_graph(out, "clip", path, opset, config, parity, extra_files=(npz,))
+    _report(path, parity, f"  + {npz.name}" + ("" if pretrained else "  (random weights: recorded as NOT pretrained)"))
+    return path
+
+
 def _report(path: Path, parity: list, note: str = "") -> None:
     worst = max(parity, key=lambda p: p.max_abs_err)
     click.echo(f"{path}: ok (checker; ONNX Runtime vs torch max |err| {worst.max_abs_err:.2g}, "
@@ -109,11 +135,11 @@ def _report(path: Path, parity: list, note: str = "") -> None:
 
 @click.command("export")
 @click.option("--what", "what", type=click.Choice([*GRAPHS, "all"]), multiple=True, required=True,
-              help="Graph(s) to export; repeat the flag for several.")
+              help="Graph(s) to export; repeat the flag for several (all: backbone, segmenter, navigator).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--weights", default=None, help="WRN-50-2: a torchvision state-dict file. "
               "Default: torchvision's ImageNet weights (needs the network).")
-@click.option("--random-weights", is_flag=True, help="WRN-50-2 with random weights (recorded as NOT pretrained).")
+@click.option("--random-weights", is_flag=True, help="WRN-50-2 / CLIP with random weights (recorded as NOT pretrained).")
 @click.option("--check-size", type=int, default=256, show_default=True, help="Backbone parity-check input size.")
 @click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="segment-anything checkpoint (.pth).")
@@ -124,11 +150,17 @@ def _report(path: Path, parity: list, note: str = "") -> None:
 @click.option("--navigator-dim", type=int, default=1024, show_default=True, help="Feature dim D.")
 @click.option("--navigator-hidden", default="512,256", show_default=True, help="Hidden sizes H1,H2.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Navigator initialisation seed.")
+@click.option("--clip-model", default="ViT-B-16-plus-240", show_default=True,
+              help="open_clip model for --what clip (WinCLIP's); `tiny`: a small random ViT for tests.")
+@click.option("--clip-weights", default=None, help="open_clip pretrained tag (laion400m_e31: WinCLIP's) or a "
+              "checkpoint file; or --random-weights.")
+@click.option("--clip-object", default="object", show_default=True,
+              help="Object name in WinCLIP's prompts, e.g. 'metal plate'.")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the graphs.")
 def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_type, prompt,
-            navigator_dim, navigator_hidden, seed, opset) -> None:
+            navigator_dim, navigator_hidden, seed, clip_model, clip_weights, clip_object, opset) -> None:
     """Export graphs to ONNX, check them against torch, and write OUT/manifest.json."""
-    todo = GRAPHS if "all" in what else tuple(g for g in GRAPHS if g in what)
+    todo = GRAPHS[:3] if "all" in what else tuple(g for g in GRAPHS if g in what)
     if "segmenter" in todo and sam_checkpoint is None:  # fail before any slow export
         raise EdgeFoctError(NO_CHECKPOINT)
     if check_size % 16:
@@ -144,4 +176,6 @@ def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_
         export_segmenter_graphs(out, sam_checkpoint, sam_type, prompt, opset)
     if "navigator" in todo:
         export_navigator_graph(out, navigator_dim, navigator_hidden, seed, opset)
+    if "clip" in todo:
+        export_clip_graph(out, clip_model, clip_weights, random_weights, clip_object, opset)
     click.echo(f"{out / 'manifest.json'}: {', '.join(todo)}")

@@ -23,13 +23,16 @@ log = logging.getLogger("edge_foct.fit")
 
 
 def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
-    """All images, or ``shots`` of them drawn with ``seed`` (sorted, so the draw is reproducible)."""
+    """All images, or ``shots`` of them drawn with ``seed`` (sorted, so the draw is reproducible);
+    none for ``shots`` 0 (a zero-shot method)."""
+    if shots == 0:
+        return []
     if not paths:
         raise EdgeFoctError("no support images found (expected .png/.jpg/.bmp/.tif files)")
     if shots is None:
         return paths
     if shots < 1 or shots > len(paths):
-        raise EdgeFoctError(f"--shots {shots}: need between 1 and {len(paths)} (images found)")
+        raise EdgeFoctError(f"--shots {shots}: need between 0 (zero-shot methods) and {len(paths)} (images found)")
     idx = np.random.default_rng(seed).choice(len(paths), size=shots, replace=False)
     return [paths[i] for i in sorted(idx)]
 
@@ -44,7 +47,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     check_config(config, "options")
     refuse_existing_bank(out, force)
     ensure_writable(out)  # before the compute: a read-only --out fails now, not after the fit
-    paths = pick_support(list_images(support), shots, seed)
+    paths = pick_support(list_images(support) if support else [], shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
     if keep_aspect:
         config = config.replace(input={"aspect": image_aspect(images)})
@@ -64,21 +67,23 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 
 
 @click.command("fit", epilog=methods_epilog())
-@click.option("--support", "support", multiple=True, required=True,
-              help="Folder(s) or image file(s) of good parts (repeatable).")
+@click.option("--support", "support", multiple=True,
+              help="Folder(s) or image file(s) of good parts (repeatable); none with --shots 0.")
 @click.option("--backbone", type=click.Path(dir_okay=False), default=None,
               help="Feature ONNX (or a known classification ONNX). Default: see `edge-foct demo --help`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Bank folder to write (one that holds a bank is replaced only with --force).")
 @click.option("--force", is_flag=True, help="Replace the bank already in --out.")
-@click.option("--shots", type=click.IntRange(min=1), default=None,
-              help="Draw this many support images (default: all). Fit time and memory grow faster than "
-                   "linearly with it (one leave-one-out fit per shot for the threshold): a few to a few "
-                   "dozen suit most parts; all of a large folder can take many minutes and gigabytes.")
+@click.option("--shots", type=click.IntRange(min=0), default=None,
+              help="Draw this many support images (default: all); 0: text prompts only (--method winclip). Fit "
+                   "time and memory grow faster than linearly with it (one leave-one-out fit per shot for the "
+                   "threshold): a few to a few dozen suit most parts; all of a large folder can take many "
+                   "minutes and gigabytes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
 @click.option("--method", type=METHOD, default=None, help="Method (default from config: patchcore); see below.")
 @click.option("--preset", default=None, help=PRESET_HELP)
-@click.option("--size", type=INPUT_SIZE, default=None, help="Input size (resize = crop = SIZE), a multiple of 16.")
+@click.option("--size", type=INPUT_SIZE, default=None,
+              help="Input size (resize = crop = SIZE), a multiple of 16. Default: the graph's fixed size (CLIP: 240), else 256.")
 @click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--keep-aspect", is_flag=True,

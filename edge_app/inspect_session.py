@@ -86,7 +86,8 @@ def open_session(bank_dir: str | Path, backbone: str | None = None, threshold: f
     method = bank.make_method()
     method.use_backend(backend)
     thr = bank.threshold if threshold is None else float(threshold)
-    inspector = Inspector(bb, Preprocessor(resize, crop, bank.input_aspect), method, thr, online=online and method.online)
+    inspector = Inspector(bb, Preprocessor(resize, crop, bank.input_aspect, stride=bb.info.feature_stride), method,
+                          thr, online=online and method.online)
     warning = None if bb.info.pretrained else UNTRAINED_WARNING
     log.info("bank %s: method %s, threshold %.4g (%s), backbone %s on %s, online %s", bank_dir,
              bank.method_name, thr, "override" if threshold is not None else bank.manifest["threshold"]["rule"],

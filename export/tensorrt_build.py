@@ -77,6 +77,7 @@ class EnginePlan:
     profile: dict[str, tuple[Shape, Shape, Shape]]
     fp16: bool
     int8: bool  # INT8 with calibration: feature graphs only (the calibrator feeds images)
+    calib_size: int = 0  # the calibration images' size: the profile's opt size, or a fixed-size graph's own
 
     @property
     def precision(self) -> str:
@@ -145,8 +146,11 @@ def plan_engines(onnx_dir: Path, out_dir: Path, opts: BuildOptions) -> list[Engi
         inputs, outputs = graph_io(p)
         profile = {t.name: r for t in inputs if (r := input_profile(t, opts)) is not None}
         feature_graph = names.BACKBONE_OUTPUT in outputs  # INT8 calibration feeds images
+        image = next((t for t in inputs if t.name == names.BACKBONE_INPUT), None)
+        fixed = image is not None and isinstance(image.shape[-1], int)  # a ViT (CLIP): one input size
         plans.append(EnginePlan(p.stem, p.resolve(), (out_dir / f"{p.stem}.engine").resolve(), profile,
-                                fp16=opts.fp16, int8=opts.int8 and feature_graph))
+                                fp16=opts.fp16, int8=opts.int8 and feature_graph,
+                                calib_size=int(image.shape[-1]) if fixed else opts.opt))
     return plans
 
 
@@ -256,11 +260,11 @@ def build_engines(onnx_dir: Path, out_dir: Path, opts: BuildOptions, rebuild_com
     log.info("TensorRT %s on %s (sm %s): building %d engine(s), %s", trt_version, gpu_name, cc, len(plans),
              opts.precision)
     timing = out_dir / TIMING_CACHE
-    batches = calibration_batches(opts.calib, opts.opt) if any(p.int8 for p in plans) else []
+    batches = {size: calibration_batches(opts.calib, size) for size in {p.calib_size for p in plans if p.int8}}
     engines = {}
     for plan in plans:
         log.info("building %s (%s) ...", plan.engine.name, plan.precision)
-        calibrator = make_calibrator(trt, batches, plan.calib_cache) if plan.int8 else None
+        calibrator = make_calibrator(trt, batches[plan.calib_size], plan.calib_cache) if plan.int8 else None
         try:
             build_one(trt, plan, opts, timing, calibrator)
         finally:

@@ -13,6 +13,7 @@ from . import names
 from .engines import Engine, OrtEngine
 from .errors import BackboneError
 from .hashing import file_sha256  # noqa: F401  (re-exported: callers import it from here)
+from .preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,13 @@ class BackboneInfo:
     feature_dim: int
     pretrained: bool
     path: str
+    feature_stride: int = names.FEATURE_STRIDE  # input pixels per patch (16 for a ViT-B/16)
+    side_data: str | None = None  # file beside the graph with arrays the methods need (CLIP text)
 
     def to_json(self) -> dict:
         return {"id": self.backbone_id, "sha256": self.sha256, "feature_dim": self.feature_dim,
-                "pretrained": self.pretrained, "path": self.path}
+                "pretrained": self.pretrained, "path": self.path, "feature_stride": self.feature_stride,
+                **({"side_data": self.side_data} if self.side_data else {})}
 
 
 class Backbone:
@@ -77,7 +81,47 @@ class Backbone:
             feature_dim=int(meta[names.META_FEATURE_DIM]),
             pretrained=meta.get(names.META_PRETRAINED, "false") == "true",
             path=str(path.resolve()),
+            feature_stride=int(meta.get(names.META_FEATURE_STRIDE, names.FEATURE_STRIDE)),
+            side_data=meta.get(names.META_SIDE_DATA),
         )
+
+    def side_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays shipped beside the graph (its side data; {} when it has none), checked to belong
+        to this graph. What ``SupportSet.context`` carries to the methods (WinCLIP's text embeddings)."""
+        if not self.info.side_data:
+            return {}
+        path = Path(self.info.path).parent / self.info.side_data
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise BackboneError(f"{path}: the side data of {self.info.path} is missing or unreadable ({e}); "
+                                f"re-export the graph and its side data together") from None
+        owner = str(arrays.pop(names.CLIP_GRAPH_SHA256, ""))
+        if owner != self.info.sha256:
+            raise BackboneError(f"{path}: side data of another graph (sha256 {owner[:12]}, this graph "
+                                f"{self.info.sha256[:12]}); re-export the graph and its side data together")
+        return arrays
+
+    @property
+    def fixed_size(self) -> int | None:
+        """The input size a graph with a fixed input (a ViT's positional embeddings) takes; None: any."""
+        spec = next(t for t in self.engine.inputs if t.name == names.BACKBONE_INPUT)
+        return spec.shape[-1] if isinstance(spec.shape[-1], int) else None
+
+    def preprocessor(self, resize: int | None, crop: int | None, default: int = 256,
+                     aspect: float = 1.0) -> Preprocessor:
+        """The Preprocessor for this backbone: its stride; crop None: its fixed size, else ``default``;
+        resize None: the crop; ``aspect`` width / height (1: square). A crop or aspect that a
+        fixed-size graph cannot take is a one-line error."""
+        crop = crop or self.fixed_size or default
+        if self.fixed_size is not None and (crop != self.fixed_size or aspect != 1.0):
+            raise BackboneError(f"{self.info.backbone_id} takes {self.fixed_size}x{self.fixed_size} input only, "
+                                f"not {crop} at aspect {aspect}: pass --size {self.fixed_size} (no --keep-aspect)")
+        try:
+            return Preprocessor(resize or crop, crop, aspect, stride=self.info.feature_stride)
+        except ValueError as e:
+            raise BackboneError(f"input size: {e}") from None
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """x (N, 3, H, W) float32 -> (N, H/8, W/8, D) float32."""

@@ -63,7 +63,10 @@ def _check_values(m: dict[str, Any]) -> None:
     aspect = m["input"].get("aspect", 1.0)
     if not isinstance(aspect, (int, float)) or isinstance(aspect, bool) or not 0.25 <= aspect <= 4.0:
         raise EdgeFoctError(f"input aspect {aspect!r} must be a number within [0.25, 4]")
-    expected = list(Preprocessor(resize, crop, float(aspect)).grid)
+    stride = m["input"].get("stride", 8)
+    if stride not in (8, 16):
+        raise EdgeFoctError(f"input stride {stride!r} must be 8 or 16")
+    expected = list(Preprocessor(resize, crop, float(aspect), stride=stride).grid)
     if list(m["grid"]) != expected:
         raise EdgeFoctError(f"grid {m['grid']} does not match crop {crop} and aspect {aspect} (expected {expected})")
     b = m["backbone"]

@@ -55,8 +55,8 @@ def is_number(v: object) -> bool:
 
 @dataclass(frozen=True)
 class InputConfig:
-    resize: int = 256
-    crop: int = 256
+    resize: int | None = None  # None: the crop
+    crop: int | None = None  # None: the backbone's fixed input size (a ViT), else 256
     aspect: float = 1.0  # width / height of the network input (fit --keep-aspect sets it from the support)
 
 

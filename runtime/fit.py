@@ -17,7 +17,8 @@ from .augment import jitter_views
 from .backbone import Backbone
 from .bank import Bank
 from .config import Config
-from .methods import SupportSet, make_params, method_class
+from .errors import EdgeFoctError
+from .methods import METHODS, SupportSet, make_params, method_class
 from .preprocess import Preprocessor
 
 #: crop (crop, crop, 3) uint8 -> (crop, crop) bool foreground mask, plus the rule that applied
@@ -25,7 +26,7 @@ ForegroundFn = Callable[[np.ndarray], tuple[np.ndarray, str]]
 
 
 def embed(backbone: Backbone, pre: Preprocessor, images: Iterable[np.ndarray], batch: int = 4) -> np.ndarray:
-    """RGB images -> (N, Q, D) float32 patch features, in batches of ``batch``."""
+    """N >= 1 RGB images -> (N, Q, D) float32 patch features, in batches of ``batch``."""
     out, buf = [], []
     for img in images:
         buf.append(pre.crop_rgb(img))
@@ -65,23 +66,30 @@ def support_masks(images: Sequence[np.ndarray], pre: Preprocessor,
 def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
              sources: Sequence[str] = (), foreground: ForegroundFn | None = None,
              extra_manifest: dict[str, Any] | None = None) -> Bank:
-    """images: K RGB uint8 support images (any size) -> a Bank ready to save.
+    """images: K RGB uint8 support images (any size) -> a Bank ready to save. K = 0 for a
+    ``zero_shot`` method (threshold rule ``zero-shot-prior``).
 
     A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
     else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
     command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
     """
-    pre = Preprocessor(config.input.resize, config.input.crop, config.input.aspect)
+    pre = backbone.preprocessor(config.input.resize, config.input.crop, aspect=config.input.aspect)
     cls = method_class(config.method.name)
     params = make_params(config.method.name, config.method.params, config.method.preset)
-    feats = embed(backbone, pre, images)  # (K, Q, D)
+    if not images and not cls.zero_shot:
+        raise EdgeFoctError(f"method {cls.name!r} needs at least 1 support image (zero-shot methods: "
+                            f"{sorted(n for n, c in METHODS.items() if c.zero_shot)})")
+    q = pre.grid[0] * pre.grid[1]
+    feats = embed(backbone, pre, images) if images else np.zeros((0, q, backbone.info.feature_dim), np.float32)
     fg, fg_rules = None, []
-    if cls.uses_foreground:
+    if cls.uses_foreground and images:
         fg, fg_rules = support_masks(images, pre, foreground or default_foreground())
-    support = SupportSet(feats, fg, pre.grid)
+    support = SupportSet(feats, fg, pre.grid, backbone.side_arrays())  # (K, Q, D)
     method = cls.fit(support, params)
     if config.threshold.value is not None:
         thr = thresholds.override(config.threshold.value)
+    elif not images:
+        thr = thresholds.zero_shot_prior()
     else:
         v = config.threshold.views
         views = np.stack([embed(backbone, pre, jitter_views(img, v, seed=config.threshold.seed + i))
@@ -91,7 +99,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "edge_foct_version": __version__,
         "backbone": backbone.info.to_json(),
-        "input": {"resize": pre.resize, "crop": pre.crop, "aspect": pre.aspect},
+        "input": {"resize": pre.resize, "crop": pre.crop, "aspect": pre.aspect, "stride": pre.stride},
         "grid": list(pre.grid),
         "method": {"name": cls.name, "preset": config.method.preset, "params": _json_params(params)},
         "threshold": thr.to_json(),

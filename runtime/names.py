@@ -15,6 +15,19 @@ META_FEATURE_DIM = META_PREFIX + "feature_dim"  # D
 META_PRETRAINED = META_PREFIX + "pretrained"  # "true" | "false"
 META_FORMAT = META_PREFIX + "feature_format"  # FEATURE_FORMAT_VERSION
 FEATURE_FORMAT_VERSION = "1"
+META_FEATURE_STRIDE = META_PREFIX + "feature_stride"  # input pixels per patch; absent: FEATURE_STRIDE
+META_SIDE_DATA = META_PREFIX + "side_data"  # file name (beside the graph) of arrays the methods need
+
+# --- CLIP feature graph for WinCLIP (export/clip_vit.py; runtime/clip_layout.py reads it) --------
+# patch_features (N, g, g, D) packs, per patch of the g x g grid: [patch token (P) | image
+# embedding (E, the same at every patch) | one window embedding (E) per window size k, the k x k
+# window whose top-left patch this is (zeros where that window would leave the grid)].
+# The side data (.npz beside the graph) holds the text embeddings and the layout:
+CLIP_TEXT_NORMAL = "clip_text_normal"  # (Pn, E) float32 unit rows: normal state x template prompts
+CLIP_TEXT_ANOMALOUS = "clip_text_anomalous"  # (Pa, E) float32 unit rows: anomalous prompts
+CLIP_LAYOUT = "clip_layout"  # (3,) int64 [grid g, patch dim P, embedding dim E]
+CLIP_WINDOWS = "clip_window_sizes"  # (S,) int64 window sizes k, in packing order
+CLIP_GRAPH_SHA256 = "clip_graph_sha256"  # () str: the graph these arrays belong to
 
 # --- navigator graph (export/navigator.py) ----------------------------------------------------
 NAVIGATOR_INPUT = "sq_diff"  # float32 (P, D): (x - y)^2 for P (memory, query) pairs

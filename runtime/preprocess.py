@@ -36,10 +36,12 @@ class Preprocessor:
     resize: int = 256
     crop: int = 256
     aspect: float = 1.0
+    stride: int = 8  # the backbone's input pixels per patch (BackboneInfo.feature_stride)
 
     def __post_init__(self) -> None:
-        if self.crop % 16 or self.crop > self.resize:
-            raise ValueError(f"crop={self.crop} must be a multiple of 16 and <= resize={self.resize}")
+        if self.crop % 16 or self.crop > self.resize or self.crop % self.stride:
+            raise ValueError(f"crop={self.crop} must be a multiple of 16 and of the stride {self.stride}, "
+                             f"and <= resize={self.resize}")
         if not 0.25 <= self.aspect <= 4.0:
             raise ValueError(f"aspect={self.aspect} must be within [0.25, 4]")
 
@@ -62,9 +64,9 @@ class Preprocessor:
 
     @property
     def grid(self) -> tuple[int, int]:
-        """Patch grid (h, w) of the stride-8 features."""
+        """Patch grid (h, w) of the features (stride ``stride``)."""
         h, w = self.crop_hw
-        return h // 8, w // 8
+        return h // self.stride, w // self.stride
 
     def _window(self) -> tuple[slice, slice]:
         (rh, rw), (ch, cw) = self.resize_hw, self.crop_hw

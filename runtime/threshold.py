@@ -84,6 +84,8 @@ class Threshold:
 
 def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray) -> Threshold:
     """views (K, V, Q, D) features of jittered support views -> Threshold (rule in the module doc)."""
+    if support.features.shape[0] == 0:
+        return zero_shot_prior()
     cls = method_class(method)
     k, _, q, _ = views.shape
     full = cls.fit(support, params)
@@ -118,6 +120,13 @@ def loo_fit_params(cls: type, params: Any, k: int) -> Any:
     if not names or k < 2:
         return params
     return replace(params, **{n: min(1.0, getattr(params, n) * k / (k - 1)) for n in names})
+
+
+def zero_shot_prior() -> Threshold:
+    """No support image (a ``zero_shot`` method, K = 0): nothing normal to learn from, so the
+    prior of the two-class text score, 0.5 (the anomalous prompts more likely than the normal
+    ones). The stream rule may move it within [0.5, 1] (the score's range above the prior)."""
+    return Threshold(0.5, "zero-shot-prior", floor=0.5, ceiling=1.0)
 
 
 def override(value: float) -> Threshold:

@@ -15,6 +15,7 @@ from .foct import CT, FOCT, OCT
 from .patchcore import PatchCore
 from .patchcore_plus import PatchCorePlus
 from .vanilla import Vanilla
+from .winclip import WinClip, WinClipPlus
 
 METHODS: dict[str, type[Method]] = {
     PatchCore.name: PatchCore,
@@ -23,6 +24,8 @@ METHODS: dict[str, type[Method]] = {
     CT.name: CT,
     OCT.name: OCT,
     FOCT.name: FOCT,
+    WinClip.name: WinClip,
+    WinClipPlus.name: WinClipPlus,
 }
 
 

@@ -14,11 +14,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SupportSet:
-    """features (K, Q, D) float32; foreground (K, Q) bool or None (no masks); grid (h, w), h*w == Q."""
+    """features (K, Q, D) float32; foreground (K, Q) bool or None (no masks); grid (h, w), h*w == Q;
+    context: arrays the backbone ships beside its graph (WinCLIP's text embeddings), else empty.
+    K = 0 (no support image) only for methods with ``zero_shot``."""
 
     features: np.ndarray
     foreground: np.ndarray | None
     grid: tuple[int, int]
+    context: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         k, q, _ = self.features.shape
@@ -29,7 +32,7 @@ class SupportSet:
 
     def subset(self, keep: list[int]) -> "SupportSet":
         fg = None if self.foreground is None else self.foreground[keep]
-        return SupportSet(self.features[keep], fg, self.grid)
+        return SupportSet(self.features[keep], fg, self.grid, self.context)
 
 
 @dataclass
@@ -52,6 +55,10 @@ class Method(ABC):
     #: memory-size ratios (Params fields) that the threshold's leave-one-out fits scale by K / (K - 1),
     #: so a memory of K - 1 images keeps the full memory's row count (runtime/threshold.py)
     loo_matched_capacity: ClassVar[tuple[str, ...]] = ()
+    #: True when ``fit`` accepts K = 0 support images (scores from prior knowledge, e.g. text prompts)
+    zero_shot: ClassVar[bool] = False
+    #: ``SupportSet.context`` keys the method needs from its backbone's side data (WinCLIP: a CLIP graph's)
+    needs_context: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     @abstractmethod
