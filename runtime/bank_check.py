@@ -19,6 +19,7 @@ from typing import Any
 from .config import check_input_size, is_number
 from .errors import BankError, EdgeFoctError
 from .methods import make_params
+from .preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,13 @@ def _check_values(m: dict[str, Any]) -> None:
             raise EdgeFoctError(f"threshold {k} {t[k]!r} is not a finite number")
     if not isinstance(t["rule"], str):
         raise EdgeFoctError(f"threshold rule {t['rule']!r} is not a string")
-    resize, crop = m["input"]["resize"], m["input"]["crop"]
+    resize, crop, aspect = m["input"]["resize"], m["input"]["crop"], m["input"].get("aspect", 1.0)
     check_input_size(resize, crop, "input")
-    if list(m["grid"]) != [crop // 8, crop // 8]:
-        raise EdgeFoctError(f"grid {m['grid']} does not match crop {crop} (the grid is crop / 8)")
+    if not is_number(aspect) or not 0.25 <= aspect <= 4.0:
+        raise EdgeFoctError(f"input aspect {aspect!r} is not a number in [0.25, 4]")
+    grid = list(Preprocessor(resize, crop, float(aspect)).grid)
+    if list(m["grid"]) != grid:
+        raise EdgeFoctError(f"grid {m['grid']} does not match the input (crop {crop}, aspect {aspect}: grid {grid})")
     b = m["backbone"]
     if not (isinstance(b["sha256"], str) and len(b["sha256"]) == 64):
         raise EdgeFoctError(f"backbone sha256 {b['sha256']!r} is not a sha256")

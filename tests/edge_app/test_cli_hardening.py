@@ -175,7 +175,8 @@ def edited(bank: Path, tmp_path: Path, edit, rehash: bool) -> Path:
 EDITS = {
     "threshold": (lambda m: m["threshold"].update(value=1e9), None),
     "threshold-abc": (lambda m: m["threshold"].update(value="abc"), "threshold value 'abc'"),
-    "grid": (lambda m: m.update(grid=[4, 4]), "grid [4, 4] does not match crop 64"),
+    "grid": (lambda m: m.update(grid=[4, 4]), "grid [4, 4] does not match the input (crop 64"),
+    "aspect": (lambda m: m["input"].update(aspect=9.0), "input aspect 9.0"),
     "input": (lambda m: m["input"].update(resize=100, crop=100), "crop = 100"),
     "projection_dim": (lambda m: m["method"]["params"].update(projection_dim=-3), "projection_dim = -3"),
     "coreset_ratio": (lambda m: m["method"]["params"].update(coreset_ratio=-1), "coreset_ratio = -1"),
