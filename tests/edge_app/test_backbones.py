@@ -27,7 +27,10 @@ def no_torch_hub(tmp_path, monkeypatch):
 @pytest.fixture
 def no_export(monkeypatch):
     """Fail the test if anything tries to export (and so download) WideResNet-50-2."""
-    import edge_foct.export.wrn as wrn
+    try:
+        import edge_foct.export.wrn as wrn
+    except ImportError:  # no torch (a lean install): WideResNet-50-2 cannot be exported at all
+        return
 
     def boom(*a, **k):
         raise AssertionError("WideResNet-50-2 export attempted")
