@@ -19,9 +19,9 @@ def load_onnx(path: str | os.PathLike, load_external_data: bool = True) -> onnx.
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (ProtobufError, ValueError, OSError) as e:
-        raise BackboneError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
+        raise BackboneError(f"{path}: not an ONNX file ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:120] if str(e) else 'corrupt or truncated'}); "
                             f"check the file (a partial download?)") from None
     if not model.graph.node:
-        raise BackboneError(f"{path}: not an ONNX model (no graph nodes; a text or empty file?)")
+        raise BackboneError(f"{path}: not an ONNX file (no graph nodes; a text or empty file?)")
     return model

@@ -58,17 +58,16 @@ def _check_values(m: dict[str, Any]) -> None:
             raise EdgeFoctError(f"threshold {k} {t[k]!r} is not a finite number")
     if not isinstance(t["rule"], str):
         raise EdgeFoctError(f"threshold rule {t['rule']!r} is not a string")
-    resize, crop = m["input"]["resize"], m["input"]["crop"]
+    resize, crop, aspect = m["input"]["resize"], m["input"]["crop"], m["input"].get("aspect", 1.0)
     check_input_size(resize, crop, "input")
-    aspect = m["input"].get("aspect", 1.0)
-    if not isinstance(aspect, (int, float)) or isinstance(aspect, bool) or not 0.25 <= aspect <= 4.0:
-        raise EdgeFoctError(f"input aspect {aspect!r} must be a number within [0.25, 4]")
+    if not is_number(aspect) or not 0.25 <= aspect <= 4.0:
+        raise EdgeFoctError(f"input aspect {aspect!r} is not a number in [0.25, 4]")
     stride = m["input"].get("stride", 8)
     if stride not in (8, 16):
         raise EdgeFoctError(f"input stride {stride!r} must be 8 or 16")
-    expected = list(Preprocessor(resize, crop, float(aspect), stride=stride).grid)
-    if list(m["grid"]) != expected:
-        raise EdgeFoctError(f"grid {m['grid']} does not match crop {crop} and aspect {aspect} (expected {expected})")
+    grid = list(Preprocessor(resize, crop, float(aspect), stride=stride).grid)
+    if list(m["grid"]) != grid:
+        raise EdgeFoctError(f"grid {m['grid']} does not match the input (crop {crop}, aspect {aspect}: grid {grid})")
     b = m["backbone"]
     if not (isinstance(b["sha256"], str) and len(b["sha256"]) == 64):
         raise EdgeFoctError(f"backbone sha256 {b['sha256']!r} is not a sha256")

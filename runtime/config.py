@@ -117,6 +117,9 @@ def check_config(config: Config, source: str = "config") -> None:
     """Types and ranges of every value, as one line (EdgeFoctError); method params are checked by
     ``make_params`` when the method is made."""
     check_input_size(config.input.resize, config.input.crop, f"{source} [input]")
+    if not is_number(config.input.aspect) or not 0.25 <= config.input.aspect <= 4.0:
+        raise EdgeFoctError(f"{source}: [input] aspect = {config.input.aspect!r}: give a number in [0.25, 4] "
+                            f"(width / height; 1 = square)")
     m, t = config.method, config.threshold
     if not isinstance(m.name, str) or not (m.preset is None or isinstance(m.preset, str)):
         raise EdgeFoctError(f"{source}: [method] name = {m.name!r}, preset = {m.preset!r}: give strings")

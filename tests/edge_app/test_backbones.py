@@ -27,7 +27,10 @@ def no_torch_hub(tmp_path, monkeypatch):
 @pytest.fixture
 def no_export(monkeypatch):
     """Fail the test if anything tries to export (and so download) WideResNet-50-2."""
-    import edge_foct.export.wrn as wrn
+    try:
+        import edge_foct.export.wrn as wrn
+    except ImportError:  # no torch (a lean install): WideResNet-50-2 cannot be exported at all
+        return
 
     def boom(*a, **k):
         raise AssertionError("WideResNet-50-2 export attempted")
@@ -88,7 +91,7 @@ def test_download_is_tried_only_when_asked(no_torch_hub, monkeypatch):
 def test_not_an_onnx_file_is_one_error(tmp_path):
     bad = tmp_path / "bb.onnx"
     bad.write_text("not a graph")
-    with pytest.raises(BackboneError, match="not a readable ONNX model"):
+    with pytest.raises(BackboneError, match="not an ONNX file"):
         backbones.resolve_backbone(str(bad))
 
 

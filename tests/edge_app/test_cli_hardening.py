@@ -108,14 +108,14 @@ def test_backbone_that_is_no_onnx_is_one_line(demo_category, random_backbone, tm
     bad.write_bytes(random_backbone.read_bytes()[:20000] if content == "truncated" else content)
     res = run("fit", "--support", str(demo_category / "train" / "good"), "--backbone", str(bad),
               "--out", str(tmp_path / "b"), "--shots", "2")
-    one_error_line(res, "not a readable ONNX model")
+    one_error_line(res, "not an ONNX file")
 
 
 def test_build_engines_on_a_folder_with_a_corrupt_onnx(tmp_path):
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / "broken.onnx").write_bytes(b"\x08\x07garbage")
     res = run("build-engines", "--onnx-dir", str(tmp_path / "onnx"))
-    one_error_line(res, "broken.onnx: not a readable ONNX model")
+    one_error_line(res, "broken.onnx: not an ONNX file")
 
 
 def unwritable_folder() -> Path:
@@ -175,7 +175,8 @@ def edited(bank: Path, tmp_path: Path, edit, rehash: bool) -> Path:
 EDITS = {
     "threshold": (lambda m: m["threshold"].update(value=1e9), None),
     "threshold-abc": (lambda m: m["threshold"].update(value="abc"), "threshold value 'abc'"),
-    "grid": (lambda m: m.update(grid=[4, 4]), "grid [4, 4] does not match crop 64"),
+    "grid": (lambda m: m.update(grid=[4, 4]), "grid [4, 4] does not match the input (crop 64"),
+    "aspect": (lambda m: m["input"].update(aspect=9.0), "input aspect 9.0"),
     "input": (lambda m: m["input"].update(resize=100, crop=100), "crop = 100"),
     "projection_dim": (lambda m: m["method"]["params"].update(projection_dim=-3), "projection_dim = -3"),
     "coreset_ratio": (lambda m: m["method"]["params"].update(coreset_ratio=-1), "coreset_ratio = -1"),

@@ -55,6 +55,7 @@ def test_every_method_and_preset_passes_its_own_checks():
     ({"input": {"crop": 100, "resize": 100}}, "crop = 100"),
     ({"input": {"crop": "256"}}, "crop = '256' is not an integer"),
     ({"threshold": {"views": 0}}, "views = 0"),
+    ({"input": {"aspect": 9}}, "aspect = 9"),
     ({"threshold": {"value": "abc"}}, "value = 'abc'"),
     ({"method": {"params": 3}}, "must be a table"),
 ])
