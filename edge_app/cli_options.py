@@ -18,6 +18,8 @@ METHOD_LINES = {
     "ct": "conditional transport against the support memory; offline",
     "oct": "ct + an episodic memory learnt online from the stream",
     "foct": "oct + a foreground-aware memory (the full FOCT method)",
+    "winclip": "CLIP window scores: zero-shot from text prompts (--shots 0), few-shot from a visual memory (seed 001)",
+    "winclip+": "WinCLIP with the CLIP prototypes refined per query by Sinkhorn EM (seed 001)",
 }
 
 PORT = click.IntRange(0, 65535)

@@ -204,7 +204,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--categories", multiple=True, help="Category names (default: every one under --data).")
 @click.option("--methods", multiple=True, default=("patchcore",), show_default=True,
               help="name or name/preset (e.g. foct/edge), space- or comma-separated; `all` = every method.")
-@click.option("--shots", type=click.IntRange(min=1), multiple=True, default=(1, 2, 4), show_default=True,
+@click.option("--shots", type=click.IntRange(min=0), multiple=True, default=(1, 2, 4), show_default=True,
               help="Support sizes K to evaluate (repeatable); fit cost grows faster than linearly with K.")
 @click.option("--splits", type=int, default=5, show_default=True, help="Support draws per shots setting.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draws.")

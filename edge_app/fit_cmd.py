@@ -13,6 +13,7 @@ from edge_foct.runtime.config import check_config, load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
+from edge_foct.runtime.methods import METHODS, method_class
 from edge_foct.runtime.preprocess import image_aspect
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
@@ -47,6 +48,10 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     check_config(config, "options")
     refuse_existing_bank(out, force)
     ensure_writable(out)  # before the compute: a read-only --out fails now, not after the fit
+    name = config.method.name
+    if shots == 0 and not method_class(name).zero_shot:
+        raise EdgeFoctError(f"--shots 0: method {name!r} needs at least 1 support image (zero-shot methods: "
+                            f"{', '.join(sorted(n for n, c in METHODS.items() if c.zero_shot))})")
     paths = pick_support(list_images(support) if support else [], shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
     if keep_aspect:

@@ -6,16 +6,16 @@ with ReLU6, no squeeze-excitation, TensorFlow "SAME" padding, batch norm folded 
 Only the layers up to the deeper tap are built.
 
 Taps (``TAPS``; the default chosen leave-one-category-out on ../shared/data with
-``benchmarks/backbone_select.py``: ``output`` taps, ``imagenet`` scaling, in 3 of 5 folds):
+``benchmarks/backbone_select.py``: ``output`` taps in 5 of 5 folds, ``tf`` scaling in 3 of 5):
 
 - ``expand``: the ReLU6 expansion of the first block of the stride-16 and of the stride-32 stage
   (``_blocks.5`` at stride 8, 240 channels; ``_blocks.11`` at stride 16, 672 channels): D = 912;
 - ``output``: the outputs of the last block of the stride-8 and stride-16 stages (``_blocks.4``,
   40 channels; ``_blocks.10``, 112 channels): D = 152.
 
-Input: the feature contract's ImageNet-normalised RGB; ``scaling`` ``tf`` maps it in-graph to
-(x255 - 127) / 128, the scale the weights were trained with; ``imagenet`` feeds it unchanged (the
-leave-one-category-out choice: it did better on held-out categories, 3 folds of 5).
+Input: the feature contract's ImageNet-normalised RGB; ``scaling`` ``tf`` (the default) maps it
+in-graph to (x255 - 127) / 128, the scale the weights were trained with; ``imagenet`` feeds it
+unchanged.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ BLOCK_STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1)
 #: tap preset -> (stride-8 tap, stride-16 tap); "N.expand" = block N's ReLU6 expansion, "N.out" its output
 TAPS = {"expand": ("5.expand", "11.expand"), "output": ("4.out", "10.out")}
 DEFAULT_TAPS = "output"  # chosen leave-one-category-out (benchmarks/backbone_select.py)
-DEFAULT_SCALING = "imagenet"  # likewise
+DEFAULT_SCALING = "tf"  # likewise
 SCALINGS = ("tf", "imagenet")
 
 

@@ -116,8 +116,9 @@ class Backbone:
         fixed-size graph cannot take is a one-line error."""
         crop = crop or self.fixed_size or default
         if self.fixed_size is not None and (crop != self.fixed_size or aspect != 1.0):
+            asked = f"{crop}" if aspect == 1.0 else f"{crop} at aspect {aspect} (no --keep-aspect)"
             raise BackboneError(f"{self.info.backbone_id} takes {self.fixed_size}x{self.fixed_size} input only, "
-                                f"not {crop} at aspect {aspect}: pass --size {self.fixed_size} (no --keep-aspect)")
+                                f"not {asked}: pass --size {self.fixed_size}")
         try:
             return Preprocessor(resize or crop, crop, aspect, stride=self.info.feature_stride)
         except ValueError as e:

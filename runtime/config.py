@@ -40,7 +40,7 @@ MIN_SIZE, MAX_SIZE = 32, 1024
 def check_input_size(resize: object, crop: object, source: str = "input") -> None:
     """One line (EdgeFoctError) unless ``resize`` and ``crop`` are ints with crop % 16 == 0,
     MIN_SIZE <= crop <= resize <= MAX_SIZE."""
-    for name, v in (("resize", resize), ("crop", crop)):
+    for name, v in (("crop", crop), ("resize", resize)):
         if not isinstance(v, int) or isinstance(v, bool):
             raise EdgeFoctError(f"{source}: {name} = {v!r} is not an integer")
     if crop % 16 or not MIN_SIZE <= crop <= resize <= MAX_SIZE:  # type: ignore[operator]
@@ -116,7 +116,9 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
 def check_config(config: Config, source: str = "config") -> None:
     """Types and ranges of every value, as one line (EdgeFoctError); method params are checked by
     ``make_params`` when the method is made."""
-    check_input_size(config.input.resize, config.input.crop, f"{source} [input]")
+    crop = config.input.crop if config.input.crop is not None else 256  # None: the backbone's size
+    resize = config.input.resize if config.input.resize is not None else crop  # None: the crop
+    check_input_size(resize, crop, f"{source} [input]")
     if not is_number(config.input.aspect) or not 0.25 <= config.input.aspect <= 4.0:
         raise EdgeFoctError(f"{source}: [input] aspect = {config.input.aspect!r}: give a number in [0.25, 4] "
                             f"(width / height; 1 = square)")
