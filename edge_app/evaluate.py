@@ -139,7 +139,7 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
         scores[i] = float(r.scores.max())
         diags[i] = r.diagnostics
         if stream is not None:
-            flags[i] = scores[i] > stream.value
+            flags[i] = thresholds.is_defective(scores[i], stream.value)
             stream.update(scores[i])
     dt = (time.perf_counter() - t0) / n
     return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None)
@@ -196,7 +196,7 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     reports ``admitted`` (an image counts when ``admitted > 0``).
     """
     s = result.image_scores
-    flagged = s > result.threshold
+    flagged = ~(s <= result.threshold)  # fails closed: a NaN score is flagged
     out: dict[str, Any] = {
         "image_auroc": auroc(labels, s), "image_f1_max": f1_max(labels, s),
         "threshold": result.threshold,

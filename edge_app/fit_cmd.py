@@ -13,8 +13,10 @@ from edge_foct.runtime.config import load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
+from edge_foct.runtime.threshold import finite_threshold
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
+from .options import FINITE
 
 log = logging.getLogger("edge_foct.fit")
 
@@ -37,6 +39,8 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size else {})
+    if config.threshold.value is not None:  # a TOML value too: refused before any compute
+        finite_threshold(config.threshold.value, "threshold")
     paths = pick_support(list_images(support), shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
     resolved = resolve_backbone(backbone)
@@ -65,7 +69,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--method", default=None, help="Method name (default from config: patchcore).")
 @click.option("--preset", default=None, help="Method preset (e.g. foct: paper | edge).")
 @click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
-@click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
+@click.option("--threshold", type=FINITE, default=None, help="Override the learnt threshold (a finite number).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path) -> None:
     """Learn a memory bank from a few images of good parts."""

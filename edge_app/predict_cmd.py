@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ from edge_foct.runtime.errors import EdgeFoctError, ImageError
 from edge_foct.runtime.image_io import list_images, read_image
 
 from .inspect_session import Session, open_session
+from .json_out import dumps
+from .options import FINITE
 from .render import encode_png, map_png16, overlay_bgr
 
 log = logging.getLogger("edge_foct.predict")
@@ -57,7 +58,7 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
         if session.warning:
             rec["warning"] = session.warning
         records.append(rec)
-    atomic.write_bytes(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    atomic.write_bytes(out / "results.jsonl", "".join(dumps(r) + "\n" for r in records).encode())
     return records
 
 
@@ -66,7 +67,7 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--backbone", default=None, help="Use this file for the bank's backbone (same sha256).")
-@click.option("--threshold", type=float, default=None, help="Override the bank's threshold.")
+@click.option("--threshold", type=FINITE, default=None, help="Override the bank's threshold (a finite number).")
 @click.option("--offline/--online", "offline", default=False,
               help="Online methods: do not learn from these images (default: learn, in order).")
 @click.option("--engines", type=click.Path(file_okay=False, path_type=Path), default=None,

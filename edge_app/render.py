@@ -13,14 +13,21 @@ import numpy as np
 MAP_UNIT = 16384.0  # 16-bit map value at the threshold (4x headroom above it)
 
 
+def _fail_closed(amap: np.ndarray, threshold: float) -> np.ndarray:
+    """Non-finite map values (a NaN score is a defect) drawn as the top of the scale."""
+    return np.where(np.isfinite(amap), amap, 4.0 * threshold) if not np.isfinite(amap).all() else amap
+
+
 def map_png16(amap: np.ndarray, threshold: float) -> np.ndarray:
     """(H, W) float32 -> (H, W) uint16."""
+    amap = _fail_closed(amap, threshold)
     return np.clip(amap / max(threshold, 1e-12) * MAP_UNIT, 0, 65535).astype(np.uint16)
 
 
 def overlay_bgr(crop_rgb: np.ndarray, amap: np.ndarray, threshold: float, score: float,
                 defective: bool, warning: str | None = None) -> np.ndarray:
     """crop (H, W, 3) RGB uint8 + map (H, W) -> (H, W, 3) BGR uint8 with the verdict written on it."""
+    amap = _fail_closed(amap, threshold)
     level = np.clip(amap / max(2.0 * threshold, 1e-12) * 255.0, 0, 255).astype(np.uint8)
     heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
     base = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR)

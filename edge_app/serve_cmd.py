@@ -17,6 +17,7 @@ import cv2
 
 from edge_foct.runtime.errors import EdgeFoctError
 
+from .options import FINITE
 from .serve.app import ServeApp, ServeOptions
 from .serve.demo import prepare_demo
 from .serve.sources import CaptureSource, FolderSource
@@ -50,7 +51,7 @@ def _window_available() -> bool:
 @click.option("--backbone", default=None, help="Feature ONNX (with --bank: the same file, same sha256).")
 @click.option("--method", default=None, help="--demo: the method to fit (default patchcore).")
 @click.option("--size", type=int, default=256, show_default=True, help="--demo: input size.")
-@click.option("--threshold", type=float, default=None, help="Fixed threshold (overrides the learnt one).")
+@click.option("--threshold", type=FINITE, default=None, help="Fixed threshold (overrides the learnt one; a finite number).")
 @click.option("--fixed-threshold", is_flag=True, help="Keep the bank's threshold; no stream rule.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Dashboard address (0.0.0.0: all).")
 @click.option("--port", type=int, default=8008, show_default=True, help="Dashboard port (0: any free one).")

@@ -76,7 +76,7 @@ class Threshold:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Threshold":
         """Inverse of ``to_json`` (banks written by the former rule have no floor or ceiling)."""
-        return cls(value=float(d["value"]), rule=str(d["rule"]),
+        return cls(value=finite_threshold(d.get("value"), "manifest threshold value"), rule=str(d["rule"]),
                    samples=tuple(d.get("samples", ())), self_samples=tuple(d.get("self_samples", ())),
                    floor=d.get("floor"), ceiling=d.get("ceiling"),
                    patch_quantiles=tuple((float(q), float(v)) for q, v in d.get("patch_quantiles", {}).items()))
@@ -120,8 +120,26 @@ def loo_fit_params(cls: type, params: Any, k: int) -> Any:
     return replace(params, **{n: min(1.0, getattr(params, n) * k / (k - 1)) for n in names})
 
 
+def finite_threshold(value: Any, what: str = "threshold") -> float:
+    """``value`` as a float, or one-line EdgeFoctError when it is not a finite number: a NaN or
+    infinite threshold would pass (inf) or, compared naively, also pass (NaN) every part."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise EdgeFoctError(f"{what} {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise EdgeFoctError(f"{what} {value!r} is not a finite number: a verdict needs a real threshold "
+                            f"(NaN or inf would pass every part)")
+    return v
+
+
+def is_defective(score: float, threshold: float) -> bool:
+    """The verdict, failing closed: a score that is not a number (NaN) is defective, never good."""
+    return not (score <= threshold)
+
+
 def override(value: float) -> Threshold:
-    return Threshold(value=float(value), rule="user")
+    return Threshold(value=finite_threshold(value), rule="user")
 
 
 @dataclass(frozen=True)
@@ -148,8 +166,9 @@ class StreamThreshold:
         return len(self._scores)
 
     def update(self, score: float) -> float:
-        """Feed one frame's image score (already judged against ``value``); returns the new value."""
-        if score <= self.value:
+        """Feed one frame's image score (already judged against ``value``); returns the new value.
+        A non-finite score (NaN, inf) never enters the window: it is judged defective."""
+        if math.isfinite(score) and score <= self.value:
             self._scores.append(float(score))
         if len(self._scores) >= self.params.warmup:
             a = np.fromiter(self._scores, np.float64)

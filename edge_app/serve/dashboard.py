@@ -14,7 +14,6 @@ Bound to 127.0.0.1 unless the user passes another --host.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from importlib import resources
@@ -25,6 +24,7 @@ from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
 
+from ..json_out import dumps
 from .live import LiveStatus
 
 log = logging.getLogger("edge_foct.serve")
@@ -106,7 +106,7 @@ class DashboardApp:
         return [body]
 
     def _json(self, start_response: StartResponse, obj: Any, status: str = "200 OK") -> list[bytes]:
-        return self._send(start_response, status, "application/json", json.dumps(obj).encode())
+        return self._send(start_response, status, "application/json", dumps(obj).encode())
 
 
 class Dashboard:

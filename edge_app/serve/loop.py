@@ -16,6 +16,7 @@ import cv2
 from edge_foct.runtime.threshold import StreamThreshold
 
 from ..inspect_session import Session
+from ..json_out import finite_or_none
 from ..render import overlay_bgr
 from .live import LiveStatus
 from .outputs import EventLog, Snapshots
@@ -85,10 +86,10 @@ class InferenceLoop:
         latency = {"queue": round(queued_ms, 3), **r.timings_ms, "render": round((t2 - t1) * 1e3, 3)}
         latency["total"] = round((t2 - t0) * 1e3, 3)  # this frame's inference + outputs, queue excluded
         event = {"run": self.run_id, "frame": frame.id, "time": round(frame.time, 4),
-                 "score": round(float(r.score), 6), "defective": bool(r.defective),
+                 "score": finite_or_none(round(float(r.score), 6)), "defective": bool(r.defective),
                  "threshold": round(float(r.threshold), 6), "latency_ms": latency, "snapshot": snapshot}
         if r.diagnostics:
-            event["diagnostics"] = r.diagnostics
+            event["diagnostics"] = finite_or_none(r.diagnostics)
         self.events.write(event)
         self.live.publish(event, jpg.tobytes())
         self.frames += 1

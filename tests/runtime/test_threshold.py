@@ -130,3 +130,23 @@ def test_stream_state_round_trip(rng):
 def test_stream_rule_needs_bounds():
     with pytest.raises(EdgeFoctError, match="--fixed-threshold"):
         StreamThreshold(override(1.0))
+
+
+def test_nan_and_inf_thresholds_are_refused_and_nan_scores_are_defective():
+    from edge_foct.runtime.threshold import finite_threshold, is_defective
+
+    for bad in (float("nan"), float("inf"), -float("inf"), "nan", "abc", None):
+        with pytest.raises(EdgeFoctError):
+            override(bad)
+        with pytest.raises(EdgeFoctError):
+            Threshold.from_json({"value": bad, "rule": "user"})
+    assert finite_threshold("2.5") == 2.5
+    assert is_defective(float("nan"), 1.0) and is_defective(float("inf"), 1.0)
+    assert is_defective(1.01, 1.0) and not is_defective(1.0, 1.0) and not is_defective(0.5, 1.0)
+
+
+def test_stream_rule_ignores_non_finite_scores():
+    st = StreamThreshold(Threshold(1.0, "x", floor=0.5, ceiling=2.0), StreamParams(warmup=3))
+    for s in (float("nan"), float("inf"), float("nan")):
+        st.update(s)
+    assert st.accepted == 0 and st.value == 1.0
