@@ -28,7 +28,7 @@ from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
 
 from .datasets import Category
-from .metrics import auroc, f1_max, pixel_metrics, region_weights
+from .metrics import auroc, f1_max, oracle_threshold, pixel_metrics, region_weights
 
 
 class FeatureStore:
@@ -190,7 +190,8 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     """Every metric of one split. labels (N,) bool, test-set order (as ``result``'s arrays).
 
     Besides the detection metrics: false alarms and misses at the threshold learnt from normal
-    images and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's
+    images (and their sum, ``error``), the same for the oracle threshold picked on this test set
+    itself (``oracle_*``, a floor, not a rule), and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's
     seconds per image, the mean transport concentration when the method reports
     ``concentration``, and how many test images it admitted into its online memory when it
     reports ``admitted`` (an image counts when ``admitted > 0``).
@@ -204,6 +205,11 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
         "miss_rate": float((~flagged[labels]).mean()) if labels.any() else float("nan"),
         "seconds_per_image": result.seconds_per_image,
     }
+    # the learnt threshold's error beside the oracle's (the best threshold on this test set itself)
+    out["error"] = out["false_alarm_rate"] + out["miss_rate"]
+    o_thr, o_fa, o_miss = oracle_threshold(labels, s)
+    out.update(oracle_threshold=o_thr, oracle_false_alarm_rate=o_fa, oracle_miss_rate=o_miss,
+               oracle_error=o_fa + o_miss)
     if result.stream_flags is not None:
         sf = result.stream_flags
         out["stream_false_alarm_rate"] = float(sf[~labels].mean()) if (~labels).any() else float("nan")
