@@ -16,17 +16,27 @@ from edge_foct.runtime.image_io import list_images, read_image
 from edge_foct.runtime.threshold import finite_threshold
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
-from .options import FINITE
+from .options import BUDGET, FINITE
 
 log = logging.getLogger("edge_foct.fit")
 
 
+#: without --shots, at most this many support images are drawn: the fit's cost grows with K^2
+#: (benchmarks/threshold_rules.md, fit scaling) and 16 good parts already cover a line's variation
+DEFAULT_MAX_SHOTS = 16
+
+
 def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
-    """All images, or ``shots`` of them drawn with ``seed`` (sorted, so the draw is reproducible)."""
+    """All images (at most DEFAULT_MAX_SHOTS), or ``shots`` of them drawn with ``seed`` (sorted, so
+    the draw is reproducible)."""
     if not paths:
         raise EdgeFoctError("no support images found (expected .png/.jpg/.bmp/.tif files)")
     if shots is None:
-        return paths
+        if len(paths) <= DEFAULT_MAX_SHOTS:
+            return paths
+        log.warning("%d support images found: drawing %d (--shots N to use more; the fit's cost grows "
+                    "with N^2); pass others as --calibrate DIR to set the threshold", len(paths), DEFAULT_MAX_SHOTS)
+        shots = DEFAULT_MAX_SHOTS
     if shots < 1 or shots > len(paths):
         raise EdgeFoctError(f"--shots {shots}: need between 1 and {len(paths)} (images found)")
     idx = np.random.default_rng(seed).choice(len(paths), size=shots, replace=False)
@@ -35,7 +45,8 @@ def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
 
 def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | None, seed: int,
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
-            threshold: float | None, foreground=None) -> Path:
+            threshold: float | None, foreground=None, calibrate: list[str] | None = None,
+            max_false_alarms: float | None = None) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size else {})
@@ -43,16 +54,24 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
         finite_threshold(config.threshold.value, "threshold")
     paths = pick_support(list_images(support), shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
+    cal_paths = [p for p in list_images(calibrate) if p not in set(paths)] if calibrate else []
+    if calibrate and not cal_paths:
+        raise EdgeFoctError(f"--calibrate {' '.join(calibrate)}: no images outside the support found")
+    cal_images = [read_image(p) for p in cal_paths]
     resolved = resolve_backbone(backbone)
     bb = Backbone.load(resolved.path)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,
              "pretrained" if bb.info.pretrained else "RANDOM", bb.engine.description)
     bank = fit_bank(bb, images, config, sources=[str(p) for p in paths], foreground=foreground,
-                    extra_manifest={"shots": len(paths), "seed": seed})
+                    extra_manifest={"shots": len(paths), "seed": seed}, calibration=cal_images,
+                    max_false_alarms=max_false_alarms, calibration_sources=[str(p) for p in cal_paths],
+                    progress=True)
     bank.save(out)
     t = bank.manifest["threshold"]
-    log.info("bank %s: method %s, %d support images, threshold %.4g (%s)", out, bank.method_name,
-             len(paths), t["value"], t["rule"])
+    log.info("bank %s: method %s, %d support images, %d calibration images, threshold %.4g (%s)", out,
+             bank.method_name, len(paths), len(cal_paths), t["value"], t["rule"])
+    if t.get("warning"):
+        log.warning("%s", t["warning"])
     if not bb.info.pretrained:
         log.warning(UNTRAINED_WARNING)
     return out
@@ -64,13 +83,21 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--backbone", type=click.Path(dir_okay=False), default=None,
               help="Feature ONNX (or a known classification ONNX). Default: see `edge-foct demo --help`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bank folder to write.")
-@click.option("--shots", type=int, default=None, help="Draw this many support images (default: all).")
+@click.option("--shots", type=int, default=None,
+              help=f"Draw this many support images (default: all, at most {DEFAULT_MAX_SHOTS}; the cost grows with shots^2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
 @click.option("--method", default=None, help="Method name (default from config: patchcore).")
 @click.option("--preset", default=None, help="Method preset (e.g. foct: paper | edge).")
 @click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
 @click.option("--threshold", type=FINITE, default=None, help="Override the learnt threshold (a finite number).")
+@click.option("--calibrate", "calibrate", multiple=True,
+              help="Folder(s) or files of MORE good parts (not in the memory, no labels): they set the "
+                   "threshold. 8-16 help (benchmarks/threshold_rules.md). Support images are skipped.")
+@click.option("--max-false-alarms", "max_false_alarms", type=BUDGET, default=None,
+              help="A false-alarm budget (e.g. 5% or 0.05): the threshold is set for that rate of good parts.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path) -> None:
+def command(support, backbone, out, shots, seed, method, preset, size, threshold, calibrate, max_false_alarms,
+            config_path) -> None:
     """Learn a memory bank from a few images of good parts."""
-    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold)
+    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold,
+            calibrate=list(calibrate), max_false_alarms=max_false_alarms)

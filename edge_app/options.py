@@ -27,3 +27,25 @@ class FiniteFloat(click.ParamType):
 
 
 FINITE = FiniteFloat()
+
+
+class Budget(click.ParamType):
+    """A rate: ``5%`` or ``0.05``, strictly between 0 and 1."""
+
+    name = "rate"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001
+        if isinstance(value, float):
+            v = value
+        else:
+            text = str(value).strip()
+            try:
+                v = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+            except ValueError:
+                self.fail(f"{value!r} is not a rate (give e.g. 5% or 0.05)", param, ctx)
+        if not (math.isfinite(v) and 0.0 < v < 1.0):
+            self.fail(f"{value!r} must be between 0 and 100% (e.g. 5%)", param, ctx)
+        return v
+
+
+BUDGET = Budget()

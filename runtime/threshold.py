@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -63,12 +64,17 @@ class Threshold:
     floor: float | None = None
     ceiling: float | None = None
     patch_quantiles: tuple[tuple[float, float], ...] = ()
+    calibration: tuple[float, ...] = ()  # image scores of extra good images (fit --calibrate)
+    base: float | None = None  # the loo-patch-q-capped value the final rule started from
+    constants: tuple[float, ...] = ()  # the rule's constants (a, b) or (budget, shift)
+    warning: str | None = None  # one line when the calibration is unreliable, with what to do
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         s = np.asarray(self.samples) if self.samples else np.zeros(1)
         d.update(samples=[round(float(v), 6) for v in self.samples],
                  self_samples=[round(float(v), 6) for v in self.self_samples],
+                 calibration=[round(float(v), 6) for v in self.calibration], constants=list(self.constants),
                  patch_quantiles={f"{q:.6g}": round(float(v), 6) for q, v in self.patch_quantiles},
                  median=float(np.median(s)), p95=float(np.quantile(s, 0.95)))
         return d
@@ -79,28 +85,51 @@ class Threshold:
         return cls(value=finite_threshold(d.get("value"), "manifest threshold value"), rule=str(d["rule"]),
                    samples=tuple(d.get("samples", ())), self_samples=tuple(d.get("self_samples", ())),
                    floor=d.get("floor"), ceiling=d.get("ceiling"),
-                   patch_quantiles=tuple((float(q), float(v)) for q, v in d.get("patch_quantiles", {}).items()))
+                   patch_quantiles=tuple((float(q), float(v)) for q, v in d.get("patch_quantiles", {}).items()),
+                   calibration=tuple(float(v) for v in d.get("calibration", ())), base=d.get("base"),
+                   constants=tuple(float(v) for v in d.get("constants", ())), warning=d.get("warning"))
 
 
-def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray) -> Threshold:
-    """views (K, V, Q, D) features of jittered support views -> Threshold (rule in the module doc)."""
+#: leave-one-out becomes leave-a-fold-out above this many support images: at most this many fits
+MAX_FOLDS = 8
+
+
+def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray | Callable[[int], np.ndarray],
+              progress: Callable[[int], None] | None = None, max_folds: int = MAX_FOLDS) -> Threshold:
+    """views: (K, V, Q, D) features of jittered support views, or a callable i -> (V, Q, D) that
+    computes image i's views when asked (each is asked once: the views are streamed, never all held)
+    -> Threshold (rule in the module doc). progress(n): called after each support image is scored.
+
+    Up to ``max_folds`` support images, each is left out in turn (K fits of K - 1 images); above
+    it, image i falls in fold i mod max_folds and each fold is left out in turn: max_folds fits,
+    so the cost grows like K^2 (memory size x views) instead of K^3. Identical for K <= max_folds.
+    """
     cls = method_class(method)
-    k, _, q, _ = views.shape
+    get = views.__getitem__ if isinstance(views, np.ndarray) else views
+    k, q = support.features.shape[:2]
     full = cls.fit(support, params)
-    self_scores = [float(full.score(v, update=False).scores.max()) for i in range(k) for v in views[i]]
-    floor = float(np.median(self_scores))
     if k == 1:
+        self_scores = [float(full.score(v, update=False).scores.max()) for v in get(0)]
+        if progress:
+            progress(1)
         value = max(self_scores)
         return Threshold(value, "self-views-max", tuple(self_scores), tuple(self_scores),
-                         floor=floor, ceiling=2.0 * value)
-    patches, images = [], []
-    loo_params = loo_fit_params(cls, params, k)
-    for i in range(k):
-        scorer = cls.fit(support.subset([j for j in range(k) if j != i]), loo_params)
-        for v in views[i]:
-            s = scorer.score(v, update=False).scores  # (Q,)
-            patches.append(s)
-            images.append(float(s.max()))
+                         floor=float(np.median(self_scores)), ceiling=2.0 * value)
+    n_folds = min(k, max_folds)
+    self_scores, patches, images = [], [], []
+    for f in range(n_folds):
+        held = [i for i in range(k) if i % n_folds == f]
+        kept = [j for j in range(k) if j % n_folds != f]
+        scorer = cls.fit(support.subset(kept), loo_fit_params(cls, params, k, len(kept)))
+        for i in held:
+            for v in get(i):  # (Q, D)
+                self_scores.append(float(full.score(v, update=False).scores.max()))
+                s = scorer.score(v, update=False).scores  # (Q,)
+                patches.append(s)
+                images.append(float(s.max()))
+            if progress:
+                progress(1)
+    floor = float(np.median(self_scores))
     pooled = np.concatenate(patches)  # (K*V*Q,)
     levels = sorted({*PATCH_LEVELS, 1.0 - 1.0 / q})
     quant = tuple((lv, float(np.quantile(pooled, lv))) for lv in levels)
@@ -111,13 +140,15 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray) 
                      floor=min(floor, value), ceiling=max(ceiling, value), patch_quantiles=quant)
 
 
-def loo_fit_params(cls: type, params: Any, k: int) -> Any:
-    """The parameters of the leave-one-out fits (K - 1 of K images): ``cls.loo_matched_capacity``'s
-    ratios scaled by K / (K - 1), capped at 1; the method's own parameters otherwise."""
+def loo_fit_params(cls: type, params: Any, k: int, kept: int | None = None) -> Any:
+    """The parameters of the leave-out fits (``kept`` of K images, default K - 1):
+    ``cls.loo_matched_capacity``'s ratios scaled by K / kept, capped at 1; the method's own
+    parameters otherwise."""
     names = getattr(cls, "loo_matched_capacity", ())
-    if not names or k < 2:
+    kept = k - 1 if kept is None else kept
+    if not names or k < 2 or kept < 1:
         return params
-    return replace(params, **{n: min(1.0, getattr(params, n) * k / (k - 1)) for n in names})
+    return replace(params, **{n: min(1.0, getattr(params, n) * k / kept) for n in names})
 
 
 def finite_threshold(value: Any, what: str = "threshold") -> float:
@@ -202,3 +233,143 @@ class StreamThreshold:
         self.value = self.start
         if self._scores:
             self.update(math.inf)  # recompute from the window; inf never enters it
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules that model the support-to-line shift, chosen leave-one-category-out
+# (benchmarks/threshold_loco.py, benchmarks/threshold_rules.md).
+#
+# Every rule reads only what ``calibrate`` records (image scores of the support views against the
+# full memory, ``self_samples``; against leave-one-out memories, ``samples``) and, when given, the
+# image scores of extra good calibration images against the full memory (``fit --calibrate DIR``).
+# The support-to-line shift enters as a ratio: how much higher held-out support views score than
+# views of their own image (``loo_med / self_med``: what a part the memory has never seen adds), and,
+# with calibration images, how far their scores reach. Ratios, not differences, so one constant
+# carries across products whose scores live on different scales.
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A named threshold rule: ``grid`` lists the constants (a, b) searched leave-one-category-out."""
+
+    doc: str
+    needs_calibration: bool
+    grid: tuple[tuple[float, float], ...]
+
+
+def _grid(a_values: tuple[float, ...], b_values: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+    return tuple((a, b) for a in a_values for b in b_values)
+
+
+_A = tuple(round(0.05 * i, 2) for i in range(-2, 13))  # -0.10 .. 0.60
+_B = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+RULES: dict[str, RuleSpec] = {
+    "fit-scaled": RuleSpec("the fit rule (loo-patch-q-capped) x (1 + a)", False, _grid(_A, (0.0,))),
+    "support-shift": RuleSpec("max self-view score x (1 + a) x (loo median / self median)^b", False, _grid(_A, _B)),
+    "cal-max": RuleSpec("max(calibration scores, max self-view) x (1 + a) x (loo median / self median)^b",
+                        True, _grid(_A, _B)),
+    "cal-spread": RuleSpec("median calibration score x (1 + a) x (max / median calibration score)^(1 + b)",
+                           True, _grid(_A, _B)),
+}
+
+
+def shift_ratio(thr: Threshold) -> float:
+    """median leave-one-out view score / median self-view score (>= 1; 1 with one support image)."""
+    if not thr.samples or not thr.self_samples:
+        return 1.0
+    med_self = float(np.median(thr.self_samples))
+    return max(1.0, float(np.median(thr.samples)) / med_self) if med_self > 0 else 1.0
+
+
+def apply_rule(rule: str, const: tuple[float, float], thr: Threshold, cal: np.ndarray | tuple = ()) -> float:
+    """The threshold of ``rule`` with constants (a, b), from a ``calibrate`` result and the (n,)
+    calibration image scores (rules that need them fall back to ``support-shift`` without)."""
+    a, b = const
+    cal = np.asarray(cal, np.float64)
+    cal = cal[np.isfinite(cal)]
+    self_max = max(thr.self_samples) if thr.self_samples else thr.value
+    if rule == "fit-scaled":
+        return thr.value * (1.0 + a)
+    if rule == "support-shift" or (RULES[rule].needs_calibration and cal.size == 0):
+        return self_max * (1.0 + a) * shift_ratio(thr) ** b
+    if rule == "cal-max":
+        return max(float(cal.max()), self_max) * (1.0 + a) * shift_ratio(thr) ** b
+    if rule == "cal-spread":
+        med = float(np.median(cal))
+        return med * (1.0 + a) * (float(cal.max()) / med) ** (1.0 + b) if med > 0 else float(cal.max())
+    raise EdgeFoctError(f"unknown threshold rule {rule!r}; known: {', '.join(RULES)}")
+
+
+#: the budget rule's line shift (1 + shift), chosen leave-one-category-out (threshold_loco.py)
+BUDGET_SHIFT = 0.0
+BUDGET_SHIFT_GRID = tuple(round(0.05 * i, 2) for i in range(-4, 17))  # -0.2 .. 0.8
+
+
+def budget_threshold(budget: float, thr: Threshold, cal: np.ndarray | tuple = (),
+                     shift: float | None = None) -> float:
+    """The threshold for a false-alarm budget (e.g. 0.05): the 1 - budget quantile of a log-normal
+    fitted to the good scores at hand (calibration scores when there are at least 4, else the
+    support views against the full memory), its log-scale widened by the support shift
+    (log(loo / self median)), times (1 + shift) for the line's own shift."""
+    from statistics import NormalDist
+
+    if not 0.0 < budget < 1.0:
+        raise EdgeFoctError(f"false-alarm budget {budget!r} must be between 0 and 1 (e.g. 5%)")
+    cal = np.asarray(cal, np.float64)
+    cal = cal[np.isfinite(cal) & (cal > 0)]
+    pool = cal if cal.size >= 4 else np.asarray(thr.self_samples or (thr.value,), np.float64)
+    logs = np.log(np.maximum(pool, 1e-12))
+    mu = float(np.median(logs))
+    sigma = 1.4826 * float(np.median(np.abs(logs - mu)))
+    sigma = float(np.hypot(sigma, np.log(shift_ratio(thr))))
+    shift = BUDGET_SHIFT if shift is None else shift
+    return float(np.exp(mu + NormalDist().inv_cdf(1.0 - budget) * sigma) * (1.0 + shift))
+
+
+#: the rules `edge-foct fit` applies, chosen on all five categories of ../shared/data by
+#: benchmarks/threshold_loco.py (each category's reported numbers come from a choice made without it)
+RULE_NO_CALIBRATION = ("support-shift", (0.0, 0.0))
+RULE_CALIBRATION = ("cal-max", (0.0, 0.0))
+MIN_CALIBRATION = 4  # fewer calibration images than this: the rule without them
+RELIABLE_CALIBRATION = 8  # at least this many for a threshold the fit calls reliable
+SHIFT_WARN = 1.5  # held-out support views scoring this many times their own: the supports disagree
+
+
+def reliability_warning(thr: Threshold, k: int, n_cal: int) -> str | None:
+    """One line saying why the threshold is unreliable and what to do, or None."""
+    why = []
+    if k == 1:
+        why.append("one support image (nothing to leave out)")
+    r = shift_ratio(thr)
+    if r > SHIFT_WARN and n_cal < RELIABLE_CALIBRATION:  # calibration images measure what the supports cannot
+        why.append(f"the support images disagree (held-out views score x{r:.2f} their own)")
+    if thr.calibration:
+        above = sum(c > thr.value for c in thr.calibration)
+        if above > max(1, 0.25 * len(thr.calibration)):
+            why.append(f"{above} of {len(thr.calibration)} calibration images score above it")
+    if n_cal < RELIABLE_CALIBRATION:
+        why.append(f"{n_cal} calibration images" if n_cal else "no calibration images")
+    if not why or (n_cal == 0 and len(why) == 1 and k >= 8):
+        return None
+    return (f"threshold unreliable: {'; '.join(why)}; add 10-20 good images with --calibrate DIR "
+            f"(or serve --calibrate-frames N)")
+
+
+def finalise(thr: Threshold, k: int, cal_scores: np.ndarray | tuple = (),
+             max_false_alarms: float | None = None) -> Threshold:
+    """The fit's threshold: ``thr`` from ``calibrate`` -> the shipped rule (or the false-alarm budget
+    rule), with the calibration scores, the constants and the reliability warning recorded."""
+    cal = np.asarray(cal_scores, np.float64).reshape(-1)
+    if cal.size and not np.isfinite(cal).all():
+        raise EdgeFoctError("a calibration image scored NaN/inf: check the images (and the backbone)")
+    if max_false_alarms is not None:
+        value = budget_threshold(max_false_alarms, thr, cal)
+        rule, const = f"budget-{max_false_alarms:.3g}", (max_false_alarms, BUDGET_SHIFT)
+    else:
+        rule, const = RULE_CALIBRATION if cal.size >= MIN_CALIBRATION else RULE_NO_CALIBRATION
+        value = apply_rule(rule, const, thr, cal)
+    out = replace(thr, value=float(value), rule=rule, calibration=tuple(float(c) for c in cal), base=thr.value,
+                  constants=tuple(const), floor=min(thr.floor if thr.floor is not None else value, value),
+                  ceiling=max(thr.ceiling if thr.ceiling is not None else value, value))
+    return replace(out, warning=reliability_warning(out, k, int(cal.size)))
