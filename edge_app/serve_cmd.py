@@ -53,6 +53,9 @@ def _window_available() -> bool:
 @click.option("--size", type=int, default=256, show_default=True, help="--demo: input size.")
 @click.option("--threshold", type=FINITE, default=None, help="Fixed threshold (overrides the learnt one; a finite number).")
 @click.option("--fixed-threshold", is_flag=True, help="Keep the bank's threshold; no stream rule.")
+@click.option("--calibrate-frames", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Calibrate the threshold from the first N frames (mostly good parts; a few defects are "
+                   "tolerated), then hold it. Until then the bank's threshold judges.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Dashboard address (0.0.0.0: all).")
 @click.option("--port", type=int, default=8008, show_default=True, help="Dashboard port (0: any free one).")
 @click.option("--no-dashboard", is_flag=True, help="Headless: no HTTP server.")
@@ -72,7 +75,7 @@ def _window_available() -> bool:
 @click.option("--compute", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
               help="Transport maths: CUDA kernels (auto: when a GPU is usable) or the NumPy reference.")
 def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size, threshold,
-            fixed_threshold, host, port, no_dashboard, fps, loop_video, max_frames, save_every, queue,
+            fixed_threshold, calibrate_frames, host, port, no_dashboard, fps, loop_video, max_frames, save_every, queue,
             offline, show, keep_snapshots, engines, compute) -> None:
     """Inspect a live source: verdicts, event log, snapshots and a local dashboard."""
     chosen = [n for n, v in (("--camera", camera), ("--video", video), ("--rtsp", rtsp),
@@ -98,7 +101,8 @@ def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, me
                            adapt=not fixed_threshold, host=host, port=port, dashboard=not no_dashboard,
                            save_every=save_every, queue=queue, lossless=folder is not None or (video is not None and not fps),
                            max_frames=max_frames, online=not offline, show=show and _window_available(),
-                           keep_snapshots=keep_snapshots, engines=engines, compute=compute)
+                           keep_snapshots=keep_snapshots, engines=engines, compute=compute,
+                           calibrate_frames=calibrate_frames)
     app = ServeApp(options, source, stop_event=stop)
     app.start()
     if app.dashboard is not None:

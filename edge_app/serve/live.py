@@ -35,6 +35,12 @@ class LiveStatus:
             self.threshold = event["threshold"]
             self._cond.notify_all()
 
+    def set_warning(self, warning: str | None) -> None:
+        """The threshold's one-line warning (unreliable calibration, a drifting stream), shown by the
+        dashboard; None clears it."""
+        with self._cond:
+            self.info["threshold_warning"] = warning
+
     def update(self, source_status: str, **counters: int) -> None:
         with self._cond:
             self.source_status = source_status

@@ -75,6 +75,8 @@ class InferenceLoop:
             if value != inspector.threshold:
                 inspector.threshold = value  # the next frame's verdict
                 inspector.method.set_gate(self.stream.gate)  # and the episodic gate, capped at the learnt value
+            if self.stream.calibrated:  # the bank's reliability warning gives way to the line's own
+                self.live.set_warning(self.stream.drift_warning)
         t1 = time.perf_counter()
         overlay = overlay_bgr(r.crop, r.anomaly_map, r.threshold, r.score, r.defective, self.session.warning)
         ok, jpg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
