@@ -57,6 +57,9 @@ def command(data, out, backbone, method, preset, shots, seed, size) -> None:
     med = np.median([r["timings_ms"]["total"] for r in ok])
     click.echo(f"  median latency : {med:.1f} ms/image on this CPU")
     click.echo(f"  results        : {out / 'predict' / 'results.jsonl'} (maps/, overlays/ beside it)")
+    thr_warning = session.bank.manifest["threshold"].get("warning")
+    if thr_warning:
+        click.echo(f"  WARNING        : {thr_warning}")
     if session.warning:
         click.echo(f"  WARNING        : {session.warning}")
         click.echo("  next           : give it ImageNet features: `edge-foct prepare-backbone MODEL.onnx --out bb.onnx`"

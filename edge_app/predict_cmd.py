@@ -84,5 +84,8 @@ def command(bank_dir, images, out, backbone, threshold, offline, engines, comput
     bad = sum("error" in r for r in records)
     flagged = sum(bool(r.get("defective")) for r in records)
     click.echo(f"{len(records) - bad} images scored, {flagged} defective, {bad} unreadable -> {out}/results.jsonl")
+    thr_warning = session.bank.manifest["threshold"].get("warning")
+    if thr_warning and threshold is None:
+        click.echo(f"WARNING: {thr_warning}", err=True)
     if bad:
         sys.exit(1)

@@ -43,6 +43,8 @@ function show(s) {
   $("latency").textContent = l.p50 === null ? "-" : `${l.p50} / ${l.p95} / ${l.p99} ms`;
   $("fps").textContent = s.fps === null ? "-" : s.fps + " frames/s";
   if (s.warning) { $("warning").hidden = false; $("warning").textContent = s.warning; }
+  const tw = $("threshold-warning");  // unreliable calibration or a drifting stream: what to do, in one line
+  tw.hidden = !s.threshold_warning; tw.textContent = s.threshold_warning || "";
   const e = s.latest;
   if (e) {
     const v = $("verdict");
