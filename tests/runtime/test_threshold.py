@@ -179,3 +179,42 @@ def test_stream_rule_ignores_non_finite_scores():
     for s in (float("nan"), float("inf"), float("nan")):
         st.update(s)
     assert st.accepted == 0 and st.value == 1.0
+
+
+def test_calibrate_streams_the_views_and_bounds_the_fits(rng, monkeypatch):
+    """Issue 16 item 1: K leave-one-out fits over all K x V views held at once grew like K^3 in time
+    and K x V x Q x D in memory. Now each image's views are asked for once (streamed), at most
+    MAX_FOLDS + 1 fits run, and progress is reported per support image."""
+    from edge_foct.runtime import threshold as thr_mod
+    from edge_foct.runtime.methods.patchcore import PatchCore
+
+    k, v = 12, 2
+    support, views = support_and_views(rng, k=k, v=v)
+    asked, fits, ticks = [], [], []
+    real_fit = PatchCore.fit.__func__
+    monkeypatch.setattr(PatchCore, "fit", classmethod(lambda cls, s, p: (fits.append(s.features.shape[0]),
+                                                                         real_fit(cls, s, p))[1]))
+    t = calibrate("patchcore", make_params("patchcore"), support, lambda i: (asked.append(i), views[i])[1],
+                  progress=ticks.append)
+    assert sorted(asked) == list(range(k))  # every image's views computed exactly once
+    assert len(fits) == thr_mod.MAX_FOLDS + 1 and sum(ticks) == k
+    assert len(t.samples) == k * v and t.floor <= t.value <= t.ceiling
+    # up to MAX_FOLDS images: the same leave-one-out as before, callable or array
+    small, sviews = support_and_views(rng, k=4, v=v)
+    a = calibrate("patchcore", make_params("patchcore"), small, sviews)
+    b = calibrate("patchcore", make_params("patchcore"), small, lambda i: sviews[i])
+    assert a.value == b.value and a.samples == b.samples
+
+
+def test_fit_defaults_are_bounded():
+    from pathlib import Path
+
+    from edge_foct.edge_app.fit_cmd import DEFAULT_MAX_SHOTS, pick_support
+    from edge_foct.runtime.fit import MAX_TOTAL_VIEWS, views_per_image
+
+    paths = [Path(f"{i:03d}.png") for i in range(100)]
+    picked = pick_support(paths, None, 0)
+    assert len(picked) == DEFAULT_MAX_SHOTS and picked == sorted(picked)
+    assert len(pick_support(paths[:5], None, 0)) == 5
+    assert views_per_image(8, 2) == 8 and views_per_image(8, 16) * 16 <= MAX_TOTAL_VIEWS
+    assert views_per_image(8, 100) == 1
