@@ -115,7 +115,7 @@ class ServeApp:
                                   stream, run, o.save_every, o.max_frames, o.show)
         if o.dashboard:
             try:
-                self.dashboard = Dashboard(self.live, o.host, o.port)
+                self.dashboard = Dashboard(self.live, o.host, o.port, snapshots=o.out / "snapshots")
             except BaseException:
                 self.source.close()
                 raise

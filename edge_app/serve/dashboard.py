@@ -4,7 +4,9 @@ Routes::
 
     /                  the page (static/index.html + app.js): live overlay, verdict, trend, latency
     /stream.mjpg       the live overlay as MJPEG (multipart/x-mixed-replace)
-    /frame.jpg         the latest overlay, one JPEG
+    /frame.jpg         the latest overlay, one JPEG; headers X-Frame-Id, X-Verdict, X-Score are that
+                       frame's (the page shows the badge and the picture of the same frame)
+    /snapshots/NAME    a snapshot of a defective frame (the names events carry), from OUT/snapshots
     /api/status        JSON: verdict, score, threshold, counters, latency percentiles, trend
     /api/events        JSON: the newest events (?limit=N, N <= 1000), or the first N after ?after=FRAME_ID
     /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
@@ -15,7 +17,9 @@ Bound to 127.0.0.1 unless the user passes another --host.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from pathlib import Path
 from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
@@ -31,6 +35,7 @@ log = logging.getLogger("edge_foct.serve")
 
 BOUNDARY = "edgefoctframe"
 MAX_STREAMS = 4  # MJPEG clients at once; each holds one server thread
+SNAPSHOT_NAME = re.compile(r"[0-9A-Za-z]+-\d+_(frame\.png|overlay\.jpg)")  # Snapshots.save's names
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "application/javascript; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -41,8 +46,9 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 class DashboardApp:
     """The WSGI callable."""
 
-    def __init__(self, live: LiveStatus) -> None:
+    def __init__(self, live: LiveStatus, snapshots: Path | None = None) -> None:
         self.live = live
+        self.snapshots = snapshots
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._static = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
                         for route, (name, ctype) in STATIC.items()}
@@ -70,10 +76,16 @@ class DashboardApp:
             body = {"ok": ok, "source_status": s["source_status"], "frames": s["counters"]["frames"]}
             return self._json(start_response, body, "200 OK" if ok else "503 Service Unavailable")
         if path == "/frame.jpg":
-            _, jpeg = self.live.wait_frame(0, 0.0)
-            if jpeg is None:
+            event, jpeg = self.live.latest_frame()
+            if jpeg is None or event is None:
                 return self._json(start_response, {"error": "no frame yet"}, "404 Not Found")
-            return self._send(start_response, "200 OK", "image/jpeg", jpeg)
+            score = event.get("score")
+            return self._send(start_response, "200 OK", "image/jpeg", jpeg, [
+                ("X-Frame-Id", str(event["frame"])), ("X-Verdict", "DEFECT" if event["defective"] else "OK"),
+                ("X-Score", "nan" if score is None else f"{score:.6g}"),
+                ("X-Threshold", f"{event['threshold']:.6g}")])
+        if path.startswith("/snapshots/"):
+            return self._snapshot(start_response, path[len("/snapshots/"):])
         if path == "/stream.mjpg":
             return self._mjpeg(start_response)
         return self._json(start_response, {"error": f"no route {path}"}, "404 Not Found")
@@ -99,10 +111,23 @@ class DashboardApp:
         finally:  # the client left, or the server is closing
             self._streams.release()
 
+    def _snapshot(self, start_response: StartResponse, name: str) -> list[bytes]:
+        """A file of the snapshots folder by its bare name (no path: nothing outside it is reachable)."""
+        ok = (self.snapshots is not None and SNAPSHOT_NAME.fullmatch(name) is not None)
+        f = self.snapshots / name if ok else None
+        if f is None or not f.is_file():
+            return self._json(start_response, {"error": f"no snapshot {name[:80]!r}"}, "404 Not Found")
+        try:
+            body = f.read_bytes()
+        except OSError:
+            return self._json(start_response, {"error": "snapshot removed"}, "404 Not Found")
+        return self._send(start_response, "200 OK", "image/jpeg" if name.endswith(".jpg") else "image/png", body)
+
     @staticmethod
-    def _send(start_response: StartResponse, status: str, ctype: str, body: bytes) -> list[bytes]:
+    def _send(start_response: StartResponse, status: str, ctype: str, body: bytes,
+              headers: list[tuple[str, str]] = ()) -> list[bytes]:
         start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                                ("Cache-Control", "no-store")])
+                                ("Cache-Control", "no-store"), *headers])
         return [body]
 
     def _json(self, start_response: StartResponse, obj: Any, status: str = "200 OK") -> list[bytes]:
@@ -112,10 +137,11 @@ class DashboardApp:
 class Dashboard:
     """waitress in a background thread; ``port`` is the bound port (pass 0 for a free one)."""
 
-    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008) -> None:
+    def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008,
+                 snapshots: Path | None = None) -> None:
         self.live = live
         try:
-            self.server = create_server(DashboardApp(live), host=host, port=port, threads=MAX_STREAMS + 4,
+            self.server = create_server(DashboardApp(live, snapshots), host=host, port=port, threads=MAX_STREAMS + 4,
                                         channel_timeout=30, ident="edge-foct")
         except OSError as e:
             raise EdgeFoctError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); pass another "
