@@ -35,13 +35,18 @@ from .predict_cmd import predict_images
 @click.option("--shots", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=256, show_default=True)
-def command(data, out, backbone, method, preset, shots, seed, size) -> None:
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Calibrate the threshold on the train/good images not used as support.")
+def command(data, out, backbone, method, preset, shots, seed, size, calibrate) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
     category = data if data is not None else write_demo_dataset(out / "data")
     train, test = category / "train" / "good", category / "test"
     if not train.is_dir() or not test.is_dir():
         raise EdgeFoctError(f"{category}: expected train/good and test/ folders (MVTec layout)")
-    bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None)
+    # the train/good images not drawn as support calibrate the threshold (fit --calibrate): a user
+    # always has a few more photos of good parts than the memory needs
+    bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None,
+                   calibrate=[str(train)] if calibrate and len(list_images([str(train)])) > shots else None)
     paths = [p for d in sorted(q for q in test.iterdir() if q.is_dir()) for p in list_images(d)]
     session = open_session(bank)
     records = predict_images(session, paths, out / "predict")
@@ -49,8 +54,10 @@ def command(data, out, backbone, method, preset, shots, seed, size) -> None:
     labels = np.array([Path(r["path"]).parent.name != "good" for r in ok])
     scores = np.array([r["image_score"] for r in ok])
     flagged = np.array([r["defective"] for r in ok])
+    t = session.bank.manifest["threshold"]
     click.echo(f"\nedge-foct demo: {session.bank.method_name} on {category.name}, {shots}-shot, "
-               f"threshold {session.inspector.threshold:.4g}")
+               f"threshold {session.inspector.threshold:.4g} (rule {t['rule']}, {len(t.get('calibration', []))} "
+               f"calibration images)")
     click.echo(f"  good parts     : {int((~labels).sum()):4d}, flagged {int(flagged[~labels].sum())} (false alarms)")
     click.echo(f"  defective parts: {int(labels.sum()):4d}, flagged {int(flagged[labels].sum())} (caught)")
     click.echo(f"  image AUROC    : {auroc(labels, scores):.3f}")

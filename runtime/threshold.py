@@ -25,13 +25,20 @@ the median image score of the views against the full memory (which holds their o
 image, so it is low-biased). With K = 1 there is nothing to leave out: rule ``self-views-max``
 (views against the image's own memory, low-biased), ceiling twice that.
 
-**Stream** (``StreamThreshold``, used by ``edge-foct serve``): the running distribution of the
-stream's image scores. After ``warmup`` frames the threshold is ``median(s) + k * 1.4826 * MAD(s)``
-(a robust mean + k sigma) over a bounded window. Guards: only frames judged normal enter the
-window (defects cannot pull it up), and the value stays within [floor, ceiling] from the support
-images (a defect-heavy or an unusually quiet stream cannot move it further). The same statistic on
-log scores was measured too; it over-reacts to a wide spread of good scores (the demo product went
-straight to the ceiling).
+**Final rule** (``finalise``, issue 12): the fit's value above is the *base*; the threshold the
+bank ships is a named rule of ``RULES`` that models the support-to-line shift (new parts on the
+line score higher than the support's own views: the ratio of leave-one-out to self-view scores,
+and the scores of extra good calibration images, ``fit --calibrate DIR``), or a false-alarm budget
+(``fit --max-false-alarms 5%``). The rule and its constants were chosen leave-one-category-out over
+the five categories of ../shared/data (benchmarks/threshold_loco.py, benchmarks/threshold_rules.md).
+``reliability_warning`` says in one line when the result is not to be trusted and what to do.
+
+**Stream** (``StreamThreshold``, used by ``edge-foct serve``): calibrated once from the first N
+frames of the line (every finite score, whatever its verdict; median + k robust sigmas of the
+log scores, robust to a few defects), then held: a stream of good parts cannot lift it and missed
+defects cannot pull it up (the former rule, median + 3 robust sigmas of the frames judged good,
+fed on its own verdicts: it climbed loop after loop on identical good frames, and a threshold that
+started too low never learnt, since no frame was judged good). A drift warning follows.
 """
 
 from __future__ import annotations
