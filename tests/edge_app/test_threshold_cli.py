@@ -77,3 +77,31 @@ def test_dashboard_status_carries_the_threshold_warning(tmp_path, demo_category,
         assert status["threshold_warning"] and "--calibrate" in status["threshold_warning"]
     finally:
         app.stop()
+
+
+def test_serve_recovers_from_a_bank_threshold_that_starts_too_low(tmp_path, demo_category, random_backbone):
+    """Issue 12's 4000-of-4000 case in small: every good frame scores above the bank's threshold.
+    The first --calibrate-frames frames (every score) set the line's threshold, which then holds."""
+    from edge_foct.edge_app.serve.demo import write_video
+    from edge_foct.runtime.image_io import list_images, read_image
+
+    from .test_serve import SIZE, make_bank
+
+    bank = make_bank(random_backbone, demo_category, tmp_path / "bank")
+    man = json.loads((bank / "manifest.json").read_text())
+    man["threshold"]["value"] = man["threshold"]["floor"] = 1e-6  # far below every good part's score
+    (bank / "manifest.json").write_text(json.dumps(man))
+    goods = [read_image(p) for p in list_images([str(demo_category / "test" / "good")])]
+    video = write_video([goods[i % len(goods)] for i in range(40)], tmp_path / "good.avi", SIZE)
+    from edge_foct.edge_app.serve.sources import CaptureSource
+
+    app = ServeApp(ServeOptions(bank=bank, out=tmp_path / "out", dashboard=False, lossless=True,
+                                calibrate_frames=8), CaptureSource(video, "video"))
+    app.start()
+    assert app.wait(120)
+    app.stop()
+    events = [json.loads(l) for l in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    assert len(events) == 40 and all(e["defective"] for e in events[:8])  # the bank's threshold judged these
+    after = events[8:]
+    assert sum(e["defective"] for e in after) <= 2  # the calibrated threshold passes the good parts
+    assert len({e["threshold"] for e in after}) == 1  # and holds
