@@ -121,7 +121,8 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
                        for p in support_paths])
     support = SupportSet(feats, fg, store.pre.grid)
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)])
-    learnt = thresholds.calibrate(spec.name, params, support, view_feats)
+    # the threshold `edge-foct fit` writes without calibration images (threshold.finalise)
+    learnt = thresholds.finalise(thresholds.calibrate(spec.name, params, support, view_feats), shots)
     thr = learnt.value
     method = cls.fit(support, params)
     method.set_gate(thr)
