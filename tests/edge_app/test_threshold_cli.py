@@ -43,7 +43,14 @@ def test_calibrate_folder_sets_the_rule_and_is_recorded(tmp_path, demo_category,
     m = json.loads((out / "manifest.json").read_text())
     t = m["threshold"]
     assert len(t["calibration"]) == 8 and len(m["calibration"]) == 8
-    assert t["rule"] == "cal-max" and t["value"] >= max(t["calibration"]) * (1 + t["constants"][0]) - 1e-6
+    import numpy as np
+
+    from edge_foct.runtime.threshold import shipped_rule
+
+    rule, (a, b) = shipped_rule(2, 8)
+    med, top = float(np.median(t["calibration"])), max(t["calibration"])
+    assert t["rule"] == rule == "cal-spread" and tuple(t["constants"]) == (a, b)
+    assert t["value"] == pytest.approx(med * (1 + a) * (top / med) ** (1 + b), rel=1e-5)
 
 
 def test_max_false_alarms_budget(tmp_path, demo_category, random_backbone):

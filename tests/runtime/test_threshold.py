@@ -218,3 +218,23 @@ def test_fit_defaults_are_bounded():
     assert len(pick_support(paths[:5], None, 0)) == 5
     assert views_per_image(8, 2) == 8 and views_per_image(8, 16) * 16 <= MAX_TOTAL_VIEWS
     assert views_per_image(8, 100) == 1
+
+
+def test_shipped_rules_per_support_size_and_calibration():
+    from edge_foct.runtime.threshold import RULES, SHIPPED_RULES, apply_rule, finalise, shipped_rule
+
+    for k, bucket in SHIPPED_RULES.items():
+        assert not RULES[bucket["none"][0]].needs_calibration and RULES[bucket["cal"][0]].needs_calibration
+    assert shipped_rule(3, 0) == SHIPPED_RULES[2]["none"] and shipped_rule(16, 8) == SHIPPED_RULES[4]["cal"]
+    assert shipped_rule(2, 3) == SHIPPED_RULES[2]["none"]  # too few calibration images: not used
+    base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.0), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.0)
+    # support-shift: max self view x (1 + a) x (loo median / self median)^b
+    a, b = SHIPPED_RULES[2]["none"][1]
+    assert apply_rule("support-shift", (a, b), base) == pytest.approx(1.0 * (1 + a) * (2.0 / 0.75) ** b)
+    t = finalise(base, 2, [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2])
+    rule, (a, b) = SHIPPED_RULES[2]["cal"]
+    med = np.median([1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2])
+    assert t.rule == rule and t.value == pytest.approx(med * (1 + a) * (2.0 / med) ** (1 + b))
+    assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.warning is None  # 8 images, 2 supports agree
+    with pytest.raises(EdgeFoctError, match="NaN"):
+        finalise(base, 2, [1.0, float("nan"), 1.0, 1.0])
