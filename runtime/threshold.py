@@ -183,12 +183,12 @@ def override(value: float) -> Threshold:
 @dataclass(frozen=True)
 class StreamParams:
     frames: int = 50  # the first frames whose scores calibrate the line's threshold (serve --calibrate-frames)
-    k: float = 3.0  # robust sigmas (1.4826 MAD of log scores) above the median: see STREAM_K
+    k: float = 1.0  # robust sigmas (1.4826 MAD of log scores) above the median: see STREAM_K
     recent: int = 200  # verdicts remembered for the drift warning
 
 
 #: k of the stream rule, chosen leave-one-category-out on replayed streams (benchmarks/stream_rule.py)
-STREAM_K = 3.0
+STREAM_K = 1.0
 
 
 class StreamThreshold:
