@@ -101,7 +101,8 @@ def test_stream_rule_recovers_from_a_threshold_that_starts_too_low(rng):
         flags.append(s > st.value)
         st.update(float(s))
     assert all(flags[:50]) and st.calibrated
-    assert np.mean(flags[50:]) < 0.02 and st.value > 2.9 - 0.3
+    # k = 1 robust sigma (STREAM_K, chosen on replayed streams): about 1 in 8 of a flat spread stays flagged
+    assert np.mean(flags[50:]) < 0.2 and st.value > 2.7
 
 
 def test_stream_rule_is_not_pulled_up_by_defects_nor_loops(rng):
