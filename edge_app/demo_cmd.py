@@ -39,7 +39,7 @@ from .predict_cmd import predict_images
               help="Calibrate the threshold on the train/good images not used as support.")
 def command(data, out, backbone, method, preset, shots, seed, size, calibrate) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
-    category = data if data is not None else write_demo_dataset(out / "data")
+    category = data if data is not None else write_demo_dataset(out / "data", n_train=12)  # 2 support + 10 calibration
     train, test = category / "train" / "good", category / "test"
     if not train.is_dir() or not test.is_dir():
         raise EdgeFoctError(f"{category}: expected train/good and test/ folders (MVTec layout)")
