@@ -226,6 +226,26 @@ def report(args) -> None:
         out.append("| **mean false alarms + misses** | " + " | ".join(
             f"{np.mean(sums[k]) * 100:.1f}" for k in ["oracle", "current", *CAL_SIZES]) + " |")
         out.append("")
+    # per method, at the shot counts of --method-shots (the rule chosen per held-out category as above)
+    for shots in args.method_shots:
+        out += [f"### {shots}-shot per method: false alarms / misses (%), rule chosen on the other four categories", "",
+                "| category | method | oracle | current fit rule | 0 cal | 8 cal |", "|---|---|---|---|---|---|"]
+        chosen = {(h, n): choose([r for r in runs if r["category"] != h and r["shots"] == shots], n)
+                  for h in cats for n in (0, 8)}
+        sums: dict[str, list] = {}
+        for held in cats:
+            for m in methods:
+                test = [r for r in runs if r["category"] == held and r["shots"] == shots and r["method"] == m]
+                if not test:
+                    continue
+                orc = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0)
+                cur = np.mean([rates(r, r["threshold"].value) for r in test], axis=0)
+                cells = [orc, cur] + [np.array(evaluate(test, *chosen[(held, n)], n)[held]) for n in (0, 8)]
+                sums.setdefault(m, []).append([c.sum() for c in cells])
+                out.append(f"| {held} | {m} | " + " | ".join(f"{c[0] * 100:.0f} / {c[1] * 100:.0f}" for c in cells) + " |")
+        for m, v in sums.items():
+            out.append(f"| **mean FA + misses** | {m} | " + " | ".join(f"{x * 100:.1f}" for x in np.mean(v, axis=0)) + " |")
+        out.append("")
     # the false-alarm budget
     for budget in args.budgets:
         out += [f"### false-alarm budget {budget:.0%} (`--max-false-alarms`), 8 calibration images: achieved "
@@ -269,6 +289,7 @@ def main() -> None:
     r.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     r.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
     r.add_argument("--budgets", nargs="*", type=float, default=[0.05])
+    r.add_argument("--method-shots", nargs="*", type=int, default=[2])
     args = ap.parse_args()
     collect(args) if args.cmd == "collect" else report(args)
 
