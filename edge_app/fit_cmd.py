@@ -92,7 +92,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--threshold", type=FINITE, default=None, help="Override the learnt threshold (a finite number).")
 @click.option("--calibrate", "calibrate", multiple=True,
               help="Folder(s) or files of MORE good parts (not in the memory, no labels): they set the "
-                   "threshold. 8-16 help (benchmarks/threshold_rules.md). Support images are skipped.")
+                   "threshold. 4-8 help (benchmarks/threshold_rules.md). Support images are skipped.")
 @click.option("--max-false-alarms", "max_false_alarms", type=BUDGET, default=None,
               help="A false-alarm budget (e.g. 5% or 0.05): the threshold is set for that rate of good parts.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
