@@ -85,8 +85,14 @@ def collect(args) -> None:
     pre = Preprocessor(args.size, args.size)
     args.cache.mkdir(parents=True, exist_ok=True)
     fg_fn = make_foreground()
+    flags = set()
+    try:
+        flags = {f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()[2:]}
+    except OSError:
+        pass
     meta = {"backbone": bb.info.to_json(), "size": args.size, "machine": machine_info(), "shots": args.shots,
-            "splits": args.splits}
+            "splits": args.splits, "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                                                "amx_int8", "amx_bf16"})}
     (args.cache / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     for cat in find_categories(args.data, args.categories or None):
         store = FeatureStore(bb, pre, 8)
@@ -198,8 +204,11 @@ def report(args) -> None:
     meta = json.loads((args.cache / "meta.json").read_text())
     cats = sorted({r["category"] for r in runs})
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    out = [f"Backbone {meta['backbone']['id']} ({meta['size']} px); methods {', '.join(methods)}; "
-           f"seed 0, {meta['splits']} splits; CPU {meta['machine'].get('cpu', '?')}.", ""]
+    mach = meta["machine"]
+    out = [f"Backbone {meta['backbone']['id']} ({meta['size']} px, float features: no int8 kernel path); methods "
+           f"{', '.join(methods)}; seed 0, {meta['splits']} splits; CPU {mach.get('cpu', '?')} "
+           f"({', '.join(meta.get('cpu_flags', [])) or 'flags not recorded'}), {mach.get('cores', '?')} cores, "
+           f"load {mach.get('load_average_1_5_15', '?')}; commit {str(mach.get('git', {}).get('commit', '?'))[:7]}.", ""]
     for shots in args.report_shots:
         sel = [r for r in runs if r["shots"] == shots]  # chosen per shot count, as fit ships it
         out += [f"### {shots}-shot: false alarms / misses (%) at the rule chosen on the other four categories",
