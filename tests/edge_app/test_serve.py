@@ -326,8 +326,6 @@ def test_episodic_gate_stays_at_or_below_the_learnt_threshold(random_backbone, d
                                                               monkeypatch):
     """A stream rule set to rise (2 calibration frames, median + 50 sigmas) lifts the verdict threshold
     above the learnt one; the online memory's gate stays at the learnt value."""
-    import edge_foct.runtime.threshold as threshold
-
     monkeypatch.setitem(METHODS, FakeOnline.name, FakeOnline)
     monkeypatch.setattr("edge_foct.edge_app.serve.app.STREAM_K", 50.0)
     gates = []
