@@ -36,14 +36,19 @@ from .predict_cmd import predict_images
 @click.option("--shots", type=POSITIVE_INT, default=2, show_default=True, help="Support images drawn from train/good.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
 @click.option("--size", type=INPUT_SIZE, default=256, show_default=True, help="Input size (resize = crop), a multiple of 16.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Calibrate the threshold on the train/good images not used as support.")
 @click.option("--download", is_flag=True, help="Allow torchvision to download WideResNet-50-2 weights.")
-def command(data, out, backbone, method, preset, shots, seed, size, download) -> None:
+def command(data, out, backbone, method, preset, shots, seed, size, calibrate, download) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
-    category = data if data is not None else write_demo_dataset(out / "data")
+    category = data if data is not None else write_demo_dataset(out / "data", n_train=12)  # 2 support + 10 calibration
     train, test = category / "train" / "good", category / "test"
     if not train.is_dir() or not test.is_dir():
         raise EdgeFoctError(f"{category}: expected train/good and test/ folders (MVTec layout)")
+    # the train/good images not drawn as support calibrate the threshold (fit --calibrate): a user
+    # always has a few more photos of good parts than the memory needs
     bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None,
+                   calibrate=[str(train)] if calibrate and len(list_images([str(train)])) > shots else None,
                    download=download, force=True)  # the demo's own folder: refitted each run
     paths = [p for d in sorted(q for q in test.iterdir() if q.is_dir()) for p in list_images(d)]
     session = open_session(bank)
@@ -52,8 +57,10 @@ def command(data, out, backbone, method, preset, shots, seed, size, download) ->
     labels = np.array([Path(r["path"]).parent.name != "good" for r in ok])
     scores = np.array([r["image_score"] for r in ok])
     flagged = np.array([r["defective"] for r in ok])
+    t = session.bank.manifest["threshold"]
     click.echo(f"\nedge-foct demo: {session.bank.method_name} on {category.name}, {shots}-shot, "
-               f"threshold {session.inspector.threshold:.4g}")
+               f"threshold {session.inspector.threshold:.4g} (rule {t['rule']}, {len(t.get('calibration', []))} "
+               f"calibration images)")
     bb = session.bank.manifest["backbone"]
     click.echo(f"  backbone       : {bb['id']} ({'pretrained' if bb.get('pretrained') else 'UNTRAINED'}, "
                f"from {session.bank.manifest.get('backbone_source', '?')})")
@@ -63,6 +70,9 @@ def command(data, out, backbone, method, preset, shots, seed, size, download) ->
     med = np.median([r["timings_ms"]["total"] for r in ok])
     click.echo(f"  median latency : {med:.1f} ms/image on this CPU")
     click.echo(f"  results        : {out / 'predict' / 'results.jsonl'} (maps/, overlays/ beside it)")
+    thr_warning = session.bank.manifest["threshold"].get("warning")
+    if thr_warning:
+        click.echo(f"  WARNING        : {thr_warning}")
     if session.warning:
         click.echo(f"  WARNING        : {session.warning}")
         click.echo("  next           : give it ImageNet features: `edge-foct prepare-backbone MODEL.onnx --out bb.onnx`"

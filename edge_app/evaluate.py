@@ -29,7 +29,7 @@ from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
 
 from .datasets import Category
-from .metrics import auroc, f1_max, pixel_metrics, region_weights
+from .metrics import auroc, f1_max, oracle_threshold, pixel_metrics, region_weights
 
 
 class FeatureStore:
@@ -137,7 +137,8 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
         if support_paths else feats[:, None]  # (K, V, Q, D)
-    learnt = thresholds.calibrate(spec.name, params, support, view_feats)
+    # the threshold `edge-foct fit` writes without calibration images (threshold.finalise)
+    learnt = thresholds.finalise(thresholds.calibrate(spec.name, params, support, view_feats), shots)
     thr = learnt.value
     method = cls.fit(support, params)
     method.set_gate(thr)
@@ -155,7 +156,7 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
         scores[i] = float(r.scores.max())
         diags[i] = r.diagnostics
         if stream is not None:
-            flags[i] = scores[i] > stream.value
+            flags[i] = thresholds.is_defective(scores[i], stream.value)
             stream.update(scores[i])
     dt = (time.perf_counter() - t0) / n
     return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None)
@@ -206,13 +207,14 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     """Every metric of one split. labels (N,) bool, test-set order (as ``result``'s arrays).
 
     Besides the detection metrics: false alarms and misses at the threshold learnt from normal
-    images and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's
+    images (and their sum, ``error``), the same for the oracle threshold picked on this test set
+    itself (``oracle_*``, a floor, not a rule), and under the stream rule that `edge-foct serve` applies (``stream_*``), the method's
     seconds per image, the mean transport concentration when the method reports
     ``concentration``, and how many test images it admitted into its online memory when it
     reports ``admitted`` (an image counts when ``admitted > 0``).
     """
     s = result.image_scores
-    flagged = s > result.threshold
+    flagged = ~(s <= result.threshold)  # fails closed: a NaN score is flagged
     out: dict[str, Any] = {
         "image_auroc": auroc(labels, s), "image_f1_max": f1_max(labels, s),
         "threshold": result.threshold,
@@ -220,6 +222,11 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
         "miss_rate": float((~flagged[labels]).mean()) if labels.any() else float("nan"),
         "seconds_per_image": result.seconds_per_image,
     }
+    # the learnt threshold's error beside the oracle's (the best threshold on this test set itself)
+    out["error"] = out["false_alarm_rate"] + out["miss_rate"]
+    o_thr, o_fa, o_miss = oracle_threshold(labels, s)
+    out.update(oracle_threshold=o_thr, oracle_false_alarm_rate=o_fa, oracle_miss_rate=o_miss,
+               oracle_error=o_fa + o_miss)
     if result.stream_flags is not None:
         sf = result.stream_flags
         out["stream_false_alarm_rate"] = float(sf[~labels].mean()) if (~labels).any() else float("nan")

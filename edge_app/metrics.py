@@ -58,6 +58,25 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     return _f1_max_sorted(*_split(labels, scores))
 
 
+def oracle_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
+    """The threshold that minimises false-alarm rate + miss rate on these very labels (verdict:
+    score > threshold) -> (threshold, false-alarm rate, miss rate). Not a rule: it looks at the
+    answers; it is the floor any threshold from normal images is measured against. labels, scores (N,).
+    NaN scores count as flagged (fail closed). NaN rates when a class is absent."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, np.float64).ravel()
+    s = np.where(np.isnan(s), np.inf, s)
+    pos, neg = np.sort(s[labels]), np.sort(s[~labels])
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan"), float("nan"), float("nan")
+    finite = np.unique(s[np.isfinite(s)])
+    cand = np.r_[finite.min() - 1.0 if finite.size else 0.0, finite]  # (T,) below all, then each score
+    fa = (len(neg) - np.searchsorted(neg, cand, "right")) / len(neg)  # negatives > t
+    miss = np.searchsorted(pos, cand, "right") / len(pos)  # positives <= t
+    i = int(np.argmin(fa + miss))
+    return float(cand[i]), float(fa[i]), float(miss[i])
+
+
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) at every distinct threshold, from (0, 0) to (1, 1), for plots."""
     labels = np.asarray(labels).astype(bool).ravel()

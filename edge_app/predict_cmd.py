@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +15,8 @@ from edge_foct.runtime.image_io import list_images, read_image
 
 from .inspect_session import Session, open_session
 from .out_dir import clear_predict_outputs, ensure_writable
+from .json_out import dumps
+from .options import FINITE
 from .render import encode_png, map_png16, overlay_bgr
 
 log = logging.getLogger("edge_foct.predict")
@@ -61,7 +62,7 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
         if session.warning:
             rec["warning"] = session.warning
         records.append(rec)
-    atomic.write_bytes(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    atomic.write_bytes(out / "results.jsonl", "".join(dumps(r) + "\n" for r in records).encode())
     return records
 
 
@@ -73,7 +74,7 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
               help="Results folder: results.jsonl, maps/ (16-bit anomaly maps), overlays/; an earlier run's "
                    "files there are replaced.")
 @click.option("--backbone", default=None, help="Use this file for the bank's backbone (same sha256).")
-@click.option("--threshold", type=float, default=None, help="Override the bank's threshold.")
+@click.option("--threshold", type=FINITE, default=None, help="Override the bank's threshold (a finite number).")
 @click.option("--offline/--online", "offline", default=False,
               help="Online methods: do not learn from these images (default: learn, in order).")
 @click.option("--engines", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -90,5 +91,8 @@ def command(bank_dir, images, out, backbone, threshold, offline, engines, comput
     bad = sum("error" in r for r in records)
     flagged = sum(bool(r.get("defective")) for r in records)
     click.echo(f"{len(records) - bad} images scored, {flagged} defective, {bad} unreadable -> {out}/results.jsonl")
+    thr_warning = session.bank.manifest["threshold"].get("warning")
+    if thr_warning and threshold is None:
+        click.echo(f"WARNING: {thr_warning}", err=True)
     if bad:
         sys.exit(1)

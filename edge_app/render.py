@@ -1,8 +1,9 @@
 """Turn an Inspection into pictures: a 16-bit map PNG and a colour overlay.
 
 Fixed scale, no per-image or test-set normalisation: in the 16-bit map, 16384 is the threshold
-(value = score / threshold * 16384, clipped to 65535); in the overlay, the colour scale runs
-from 0 to 2 x threshold, so red means well above the threshold in every frame alike.
+(value = score / threshold * 16384, clipped to 65535); in the overlay, only pixels above the
+threshold are tinted, yellow at the threshold to red at 2 x threshold, in every frame alike: a good
+frame shows the part untinted, a defect shows where it is and how far above the threshold.
 """
 
 from __future__ import annotations
@@ -13,18 +14,26 @@ import numpy as np
 MAP_UNIT = 16384.0  # 16-bit map value at the threshold (4x headroom above it)
 
 
+def _fail_closed(amap: np.ndarray, threshold: float) -> np.ndarray:
+    """Non-finite map values (a NaN score is a defect) drawn as the top of the scale."""
+    return np.where(np.isfinite(amap), amap, 4.0 * threshold) if not np.isfinite(amap).all() else amap
+
+
 def map_png16(amap: np.ndarray, threshold: float) -> np.ndarray:
     """(H, W) float32 -> (H, W) uint16."""
+    amap = _fail_closed(amap, threshold)
     return np.clip(amap / max(threshold, 1e-12) * MAP_UNIT, 0, 65535).astype(np.uint16)
 
 
 def overlay_bgr(crop_rgb: np.ndarray, amap: np.ndarray, threshold: float, score: float,
                 defective: bool, warning: str | None = None) -> np.ndarray:
     """crop (H, W, 3) RGB uint8 + map (H, W) -> (H, W, 3) BGR uint8 with the verdict written on it."""
-    level = np.clip(amap / max(2.0 * threshold, 1e-12) * 255.0, 0, 255).astype(np.uint8)
-    heat = cv2.applyColorMap(level, cv2.COLORMAP_JET)
-    base = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR)
-    alpha = np.clip(amap / max(threshold, 1e-12), 0.0, 1.0)[:, :, None] * 0.6
+    amap = _fail_closed(amap, threshold)
+    rel = amap / max(threshold, 1e-12)  # (H, W): 1 at the threshold
+    above = np.clip(rel - 1.0, 0.0, 1.0)[:, :, None]  # 0 at the threshold .. 1 at twice it
+    heat = np.concatenate([np.zeros_like(above), 255.0 * (1.0 - above), np.full_like(above, 255.0)], axis=2)  # BGR
+    base = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR).astype(np.float32)
+    alpha = np.where(rel > 1.0, 0.35 + 0.35 * above[:, :, 0], 0.0)[:, :, None]  # no tint at or below it
     out = (base * (1 - alpha) + heat * alpha).astype(np.uint8)
     colour = (0, 0, 255) if defective else (0, 180, 0)
     text = f"{'DEFECT' if defective else 'OK'} {score:.3g}/{threshold:.3g}"

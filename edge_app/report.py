@@ -53,12 +53,19 @@ def _cell(metric: dict[str, Any] | None, scale: float, decimals: int) -> str:
 
 def _extras(m: dict[str, Any]) -> list[str]:
     rates = f"{_pct(m.get('false_alarm_rate'))} / {_pct(m.get('miss_rate'))}"
+    oracle = (f"{_pct(m.get('oracle_false_alarm_rate'))} / {_pct(m.get('oracle_miss_rate'))}"
+              f" (sum {_pts(m.get('error'))} vs {_pts(m.get('oracle_error'))})")
     stream = f"{_pct(m.get('stream_false_alarm_rate'))} / {_pct(m.get('stream_miss_rate'))}"
     ms = f"{m['seconds_per_image']['mean'] * 1e3:.1f}" if "seconds_per_image" in m else "–"
     conc = f"{m['concentration']['mean']:.3f}" if "concentration" in m else "–"
     adm = (f"{m['admitted_defective']['mean']:.1f} / {m['admitted_good']['mean']:.1f}"
            if "admitted_defective" in m else "–")
-    return [rates, stream, ms, conc, adm]
+    return [rates, oracle, stream, ms, conc, adm]
+
+
+def _pts(metric: dict[str, Any] | None) -> str:
+    """A sum of two rates in percentage points."""
+    return "–" if not metric or metric.get("mean") is None else f"{metric['mean'] * 100:.0f}"
 
 
 def _pct(metric: dict[str, Any] | None) -> str:
@@ -68,7 +75,7 @@ def _pct(metric: dict[str, Any] | None) -> str:
 def accuracy_table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per category/shots/method, then the mean over categories per shots/method."""
     head = (["category", "shots", "method"] + [c[1] for c in ACCURACY_COLUMNS]
-            + ["false alarms / misses @thr", "@stream", "ms/img (method)", "concentration", "admitted def / good"])
+            + ["false alarms / misses @thr", "@oracle (sum @thr vs @oracle)", "@stream", "ms/img (method)", "concentration", "admitted def / good"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         m = r["metrics"]
@@ -78,8 +85,9 @@ def accuracy_table(records: list[dict[str, Any]]) -> str:
     cats = sorted({r["category"] for r in records})
     if len(cats) > 1:
         lines += ["", f"Mean over categories ({', '.join(cats)}; pixel metrics over those with masks):", "",
-                  "| shots | method | " + " | ".join(c[1] for c in ACCURACY_COLUMNS) + " |",
-                  "|" + "---|" * (2 + len(ACCURACY_COLUMNS))]
+                  "| shots | method | " + " | ".join(c[1] for c in ACCURACY_COLUMNS)
+                  + " | false alarms / misses @thr | false alarms + misses @thr | @oracle |",
+                  "|" + "---|" * (5 + len(ACCURACY_COLUMNS))]
         order = list(dict.fromkeys(r["method"] for r in records))  # methods in the order they ran
         pairs = sorted({(r["shots"], r["method"]) for r in records}, key=lambda t: (t[0], order.index(t[1])))
         for shots, method in pairs:
@@ -88,6 +96,10 @@ def accuracy_table(records: list[dict[str, Any]]) -> str:
             for k, _, s, d in ACCURACY_COLUMNS:
                 vals = [g[k]["mean"] for g in group if k in g and g[k]["mean"] is not None]
                 cells.append(f"{np.mean(vals) * s:.{d}f}" if vals else "–")
+            mean = {k: [g[k]["mean"] for g in group if k in g and g[k]["mean"] is not None]
+                    for k in ("false_alarm_rate", "miss_rate", "error", "oracle_error")}
+            f = {k: (f"{np.mean(v) * 100:.0f}" if v else "–") for k, v in mean.items()}
+            cells += [f"{f['false_alarm_rate']}% / {f['miss_rate']}%", f["error"], f["oracle_error"]]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ import cv2
 from edge_foct.runtime.errors import EdgeFoctError
 
 from .cli_options import INPUT_SIZE, METHOD, NON_NEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT
+from .options import FINITE
 from .serve.app import ServeApp, ServeOptions
 from .serve.http_guard import TOKEN_ENV, check_bind
 from .serve.out_lock import OutLock
@@ -54,8 +55,11 @@ def _window_available() -> bool:
 @click.option("--backbone", default=None, help="Feature ONNX (with --bank: the same file, same sha256).")
 @click.option("--method", type=METHOD, default=None, help="--demo: the method to fit (default patchcore).")
 @click.option("--size", type=INPUT_SIZE, default=256, show_default=True, help="--demo: input size (a multiple of 16).")
-@click.option("--threshold", type=float, default=None, help="Fixed threshold (overrides the learnt one).")
+@click.option("--threshold", type=FINITE, default=None, help="Fixed threshold (overrides the learnt one; a finite number).")
 @click.option("--fixed-threshold", is_flag=True, help="Keep the bank's threshold; no stream rule.")
+@click.option("--calibrate-frames", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Calibrate the threshold from the first N frames (mostly good parts; a few defects are "
+                   "tolerated), then hold it. Until then the bank's threshold judges.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Dashboard address (0.0.0.0: every interface; needs --token).")
 @click.option("--port", type=PORT, default=8008, show_default=True, help="Dashboard port (0: any free one).")
@@ -104,7 +108,7 @@ def command(**opts) -> None:
 
 
 def _serve(lock, bind_warning, broker, bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size,
-           threshold, fixed_threshold, host, port, token, allow_hosts, no_dashboard, fps, loop_video, max_frames,
+           threshold, fixed_threshold, calibrate_frames, host, port, token, allow_hosts, no_dashboard, fps, loop_video, max_frames,
            save_every, queue, offline, show, keep_snapshots, engines, compute) -> None:
     if demo:
         video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method)
@@ -125,7 +129,7 @@ def _serve(lock, bind_warning, broker, bank_dir, camera, video, rtsp, folder, de
                            save_every=save_every, queue=queue, lossless=folder is not None or (video is not None and not fps),
                            max_frames=max_frames, online=not offline, show=show and _window_available(),
                            keep_snapshots=keep_snapshots, engines=engines, compute=compute, token=token,
-                           allow_hosts=tuple(allow_hosts), mqtt=broker)
+                           allow_hosts=tuple(allow_hosts), mqtt=broker, calibrate_frames=calibrate_frames)
     app = ServeApp(options, source, stop_event=stop, lock=lock)
     app.start()
     if bind_warning:

@@ -22,7 +22,7 @@ import numpy as np
 from . import atomic, names
 from .backbone import BackboneInfo
 from .bank_check import DIGEST_KEY, check_manifest, manifest_digest
-from .errors import BankError
+from .errors import BankError, EdgeFoctError
 from .methods import Method, make_params, method_class
 
 
@@ -37,7 +37,13 @@ class Bank:
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"]["value"])
+        """The learnt (or fixed) threshold; a manifest value that is not a finite number is refused."""
+        from .threshold import finite_threshold
+
+        try:
+            return finite_threshold(self.manifest["threshold"]["value"], "bank manifest threshold")
+        except EdgeFoctError as e:
+            raise BankError(f"{e}; re-run `edge-foct fit`") from None
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from edge_foct import __version__
 
@@ -61,18 +64,29 @@ def support_masks(images: Sequence[np.ndarray], pre: Preprocessor,
         rows.append(mask_to_grid(mask, pre.grid))
         rules.append(rule)
     return np.stack(rows), rules
+#: jittered views over all support images at most (a large support gets fewer views per image)
+MAX_TOTAL_VIEWS = 64
+
+
+def views_per_image(views: int, k: int) -> int:
+    """The configured views per support image, cut so that K x V <= MAX_TOTAL_VIEWS (at least 1)."""
+    return max(1, min(views, math.ceil(MAX_TOTAL_VIEWS / k)))
 
 
 def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
              sources: Sequence[str] = (), foreground: ForegroundFn | None = None,
-             extra_manifest: dict[str, Any] | None = None) -> Bank:
+             extra_manifest: dict[str, Any] | None = None, calibration: Sequence[np.ndarray] = (),
+             max_false_alarms: float | None = None, calibration_sources: Sequence[str] = (),
+             progress: bool = False) -> Bank:
     """images: K RGB uint8 support images (any size) -> a Bank ready to save. K = 0 for a
     ``zero_shot`` method (threshold rule ``zero-shot-prior``).
 
     A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
     else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
     command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
-    """
+    calibration: extra good images (not in the memory, no labels) scored against the full memory;
+    with at least ``threshold.MIN_CALIBRATION`` of them the threshold rule reads their scores.
+    max_false_alarms: a false-alarm budget (0.05 = 5 %) instead of the default rule."""
     pre = backbone.preprocessor(config.input.resize, config.input.crop, aspect=config.input.aspect)
     cls = method_class(config.method.name)
     params = make_params(config.method.name, config.method.params, config.method.preset)
@@ -91,10 +105,17 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     elif not images:
         thr = thresholds.zero_shot_prior()
     else:
-        v = config.threshold.views
-        views = np.stack([embed(backbone, pre, jitter_views(img, v, seed=config.threshold.seed + i))
-                          for i, img in enumerate(images)])  # (K, V, Q, D)
-        thr = thresholds.calibrate(config.method.name, params, support, views)
+        v = views_per_image(config.threshold.views, len(images))
+
+        def views_of(i: int) -> np.ndarray:  # (V, Q, D), computed when calibrate reaches image i
+            return embed(backbone, pre, jitter_views(images[i], v, seed=config.threshold.seed + i))
+
+        with tqdm(total=len(images), desc="fit: threshold", unit="img", file=sys.stderr,
+                  disable=not progress) as bar:
+            thr = thresholds.calibrate(config.method.name, params, support, views_of, progress=bar.update)
+        cal_scores = [float(method.score(f, update=False).scores.max())
+                      for f in (embed(backbone, pre, calibration) if len(calibration) else ())]  # (n,)
+        thr = thresholds.finalise(thr, len(images), cal_scores, max_false_alarms)
     manifest = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "edge_foct_version": __version__,
@@ -107,6 +128,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
                     for s, r in zip(list(sources) or [f"image{i}" for i in range(len(images))],
                                     fg_rules or [None] * len(images))],
         "config": config.to_json(),
+        **({"calibration": [str(Path(s)) for s in calibration_sources]} if len(calibration_sources) else {}),
         **(extra_manifest or {}),
     }
     return Bank(manifest, method.arrays())

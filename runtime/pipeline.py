@@ -15,6 +15,7 @@ from .anomaly_map import anomaly_map, image_score
 from .backbone import Backbone
 from .methods import Method
 from .preprocess import Preprocessor
+from .threshold import finite_threshold, is_defective
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Inspector:
     def __init__(self, backbone: Backbone, pre: Preprocessor, method: Method, threshold: float,
                  online: bool = True) -> None:
         self.backbone, self.pre, self.method = backbone, pre, method
-        self.threshold = float(threshold)
+        self.threshold = finite_threshold(threshold)
         self.online = online
         method.set_gate(self.threshold)
 
@@ -58,7 +59,7 @@ class Inspector:
         ms = lambda a, b: round((b - a) * 1e3, 3)  # noqa: E731
         timings = {"preprocess": ms(t0, t1), "backbone": ms(t1, t2), "method": ms(t2, t3),
                    "map": ms(t3, t4), "total": ms(t0, t4)}
-        return Inspection(score, score > self.threshold, self.threshold, patch, amap, crop,
+        return Inspection(score, is_defective(score, self.threshold), self.threshold, patch, amap, crop,
                           timings, result.diagnostics)
 
     def warm_up(self) -> float:

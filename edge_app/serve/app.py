@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_foct.runtime import atomic, names
-from edge_foct.runtime.threshold import StreamThreshold, Threshold
+from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
 
 from ..inspect_session import open_session
 from .dashboard import Dashboard
@@ -59,6 +59,7 @@ class ServeOptions:
     mqtt: BrokerSettings | None = None  # publish events, defects and status to this broker (mqtt_publisher.py)
     token: str | None = None  # dashboard access token (http_guard.py); required beyond loopback
     allow_hosts: tuple[str, ...] = ()  # more names the dashboard answers to in the Host header
+    calibrate_frames: int = StreamParams.frames  # the stream rule's calibration from the first N frames
 
 
 class ServeApp:
@@ -96,7 +97,7 @@ class ServeApp:
                 log.warning("bank threshold rule %r has no stream bounds: threshold fixed (re-fit to enable)",
                             learnt.rule)
             else:
-                stream = StreamThreshold(learnt)
+                stream = StreamThreshold(learnt, StreamParams(frames=o.calibrate_frames, k=STREAM_K))
         store = StateStore(o.state or o.out / names.EPISODIC_STATE, bank.manifest["arrays_sha256"],
                            bank.method_name)
         try:
@@ -107,13 +108,15 @@ class ServeApp:
             log.error("%s", e)
             inspector.method = bank.make_method()  # nothing of the unusable file survives
             inspector.method.use_backend(session.compute)
-            stream = StreamThreshold(learnt) if stream is not None else None
+            stream = (StreamThreshold(learnt, StreamParams(frames=o.calibrate_frames, k=STREAM_K))
+                      if stream is not None else None)
         if stream is not None:
             inspector.threshold = stream.value
         inspector.method.set_gate(stream.gate if stream is not None else inspector.threshold)
         rule = "user override" if o.threshold is not None else learnt.rule
-        adapt = (f"stream rule within [{stream.floor:.4g}, {stream.ceiling:.4g}], now {stream.value:.4g} "
-                 f"from {stream.accepted} stream scores" if stream else "fixed")
+        adapt = ((f"calibrated from the first {stream.params.frames} frames: {stream.value:.4g}" if stream.calibrated
+                  else f"calibrating from the first {stream.params.frames} frames ({stream.accepted} so far), "
+                       f"then fixed") if stream else "fixed")
         log.info("threshold %.4g (%s, from %d support images); %s", learnt.value if o.threshold is None
                  else o.threshold, rule, len(bank.manifest.get("support", [])), adapt)
         log.info("warm-up frame: %.0f ms (engines and kernels ready before the first real frame)",
@@ -131,7 +134,9 @@ class ServeApp:
                 "online": inspector.online, "threshold": inspector.threshold, "threshold_rule": rule,
                 "threshold_start": learnt.value if o.threshold is None else o.threshold,
                 "threshold_adapt": adapt, "state": state_msg, "run": run, "warning": session.warning,
-                "backbone": bank.manifest["backbone"]["id"]}
+                "backbone": bank.manifest["backbone"]["id"],
+                "threshold_warning": None if o.threshold is not None or (stream is not None and stream.calibrated)
+                else bank.manifest["threshold"].get("warning")}
         self.live = LiveStatus(info)
         self.capture = CaptureThread(self.source, o.queue, lossless=o.lossless, backoff=o.backoff)
         sinks = self._outlets(run)
@@ -140,7 +145,8 @@ class ServeApp:
                                   stream, run, o.save_every, o.max_frames, o.show, sinks)
         if o.dashboard:
             try:
-                self.dashboard = Dashboard(self.live, o.host, o.port, o.token, o.allow_hosts, metrics=self.metrics.render)
+                self.dashboard = Dashboard(self.live, o.host, o.port, o.token, o.allow_hosts, metrics=self.metrics.render,
+                                           snapshots=o.out / "snapshots")
             except BaseException:
                 self.source.close()
                 if self.publisher is not None:

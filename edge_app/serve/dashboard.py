@@ -4,7 +4,9 @@ Routes::
 
     /                  the page (static/index.html + app.js): live overlay, verdict, trend, latency
     /stream.mjpg       the live overlay as MJPEG (multipart/x-mixed-replace)
-    /frame.jpg         the latest overlay, one JPEG
+    /frame.jpg         the latest overlay, one JPEG; headers X-Frame-Id, X-Verdict, X-Score are that
+                       frame's (the page shows the badge and the picture of the same frame)
+    /snapshots/NAME    a snapshot of a defective frame (the names events carry), from OUT/snapshots
     /api/status        JSON: verdict, score, threshold, counters, latency percentiles, trend
     /api/events        JSON: the newest events (?limit=N, N <= 1000), or the first N after ?after=FRAME_ID
     /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
@@ -16,10 +18,11 @@ of GET and no body. http_guard.py checks the Host header and the token, and sets
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -28,6 +31,7 @@ from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
 
+from ..json_out import dumps
 from .http_guard import HttpGuard, server_limits
 from .live import LiveStatus
 from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
@@ -36,6 +40,7 @@ log = logging.getLogger("edge_foct.serve")
 
 BOUNDARY = "edgefoctframe"
 MAX_STREAMS = 4  # MJPEG clients at once; each holds one server thread
+SNAPSHOT_NAME = re.compile(r"[0-9A-Za-z]+-\d+_(frame\.png|overlay\.jpg)")  # Snapshots.save's names
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "application/javascript; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -46,8 +51,10 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 class DashboardApp:
     """The WSGI callable."""
 
-    def __init__(self, live: LiveStatus, metrics: Callable[[], bytes] | None = None) -> None:
+    def __init__(self, live: LiveStatus, metrics: Callable[[], bytes] | None = None,
+                 snapshots: Path | None = None) -> None:
         self.live, self.metrics = live, metrics
+        self.snapshots = snapshots
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._static = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
                         for route, (name, ctype) in STATIC.items()}
@@ -89,10 +96,16 @@ class DashboardApp:
         if path == "/metrics" and self.metrics is not None:
             return self._send(start_response, "200 OK", PROMETHEUS_TYPE, self.metrics())
         if path == "/frame.jpg":
-            _, jpeg = self.live.wait_frame(0, 0.0)
-            if jpeg is None:
+            event, jpeg = self.live.latest_frame()
+            if jpeg is None or event is None:
                 return self._json(start_response, {"error": "no frame yet"}, "404 Not Found")
-            return self._send(start_response, "200 OK", "image/jpeg", jpeg)
+            score = event.get("score")
+            return self._send(start_response, "200 OK", "image/jpeg", jpeg, [
+                ("X-Frame-Id", str(event["frame"])), ("X-Verdict", "DEFECT" if event["defective"] else "OK"),
+                ("X-Score", "nan" if score is None else f"{score:.6g}"),
+                ("X-Threshold", f"{event['threshold']:.6g}")])
+        if path.startswith("/snapshots/"):
+            return self._snapshot(start_response, path[len("/snapshots/"):])
         if path == "/stream.mjpg":
             return self._mjpeg(start_response)
         return self._json(start_response, {"error": f"no route {path}"}, "404 Not Found")
@@ -118,23 +131,37 @@ class DashboardApp:
         finally:  # the client left, or the server is closing
             self._streams.release()
 
+    def _snapshot(self, start_response: StartResponse, name: str) -> list[bytes]:
+        """A file of the snapshots folder by its bare name (no path: nothing outside it is reachable)."""
+        ok = (self.snapshots is not None and SNAPSHOT_NAME.fullmatch(name) is not None)
+        f = self.snapshots / name if ok else None
+        if f is None or not f.is_file():
+            return self._json(start_response, {"error": f"no snapshot {name[:80]!r}"}, "404 Not Found")
+        try:
+            body = f.read_bytes()
+        except OSError:
+            return self._json(start_response, {"error": "snapshot removed"}, "404 Not Found")
+        return self._send(start_response, "200 OK", "image/jpeg" if name.endswith(".jpg") else "image/png", body)
+
     @staticmethod
-    def _send(start_response: StartResponse, status: str, ctype: str, body: bytes) -> list[bytes]:
+    def _send(start_response: StartResponse, status: str, ctype: str, body: bytes,
+              headers: list[tuple[str, str]] = ()) -> list[bytes]:
         start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                                ("Cache-Control", "no-store")])
+                                ("Cache-Control", "no-store"), *headers])
         return [body]
 
     def _json(self, start_response: StartResponse, obj: Any, status: str = "200 OK") -> list[bytes]:
-        return self._send(start_response, status, "application/json", json.dumps(obj).encode())
+        return self._send(start_response, status, "application/json", dumps(obj).encode())
 
 
 class Dashboard:
     """waitress in a background thread; ``port`` is the bound port (pass 0 for a free one)."""
 
     def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008, token: str | None = None,
-                 allow_hosts: tuple[str, ...] = (), metrics: Callable[[], bytes] | None = None) -> None:
+                 allow_hosts: tuple[str, ...] = (), metrics: Callable[[], bytes] | None = None,
+                 snapshots: Path | None = None) -> None:
         self.live = live
-        self.app = DashboardApp(live, metrics)
+        self.app = DashboardApp(live, metrics, snapshots)
         try:
             self.server = create_server(HttpGuard(self.app, host, token, allow_hosts), host=host, port=port,
                                         threads=MAX_STREAMS + 4, ident="edge-foct", **server_limits())

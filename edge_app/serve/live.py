@@ -18,6 +18,7 @@ class LiveStatus:
         self.info = dict(info)  # fixed at start: source, bank, method, threshold rule, ...
         self._events: deque[dict[str, Any]] = deque(maxlen=history)
         self._jpeg: bytes | None = None
+        self._jpeg_event: dict[str, Any] | None = None  # the event of the frame in ``_jpeg``
         self._seq = 0  # counts published frames: MJPEG clients wait for it to move
         self.counters: dict[str, Any] = {"frames": 0, "defects": 0, "dropped": 0, "reconnects": 0,
                                          "snapshots": 0, "snapshot_errors": 0, "event_errors": 0}
@@ -30,11 +31,17 @@ class LiveStatus:
     def publish(self, event: dict[str, Any], jpeg: bytes) -> None:
         with self._cond:
             self._events.append(event)
-            self._jpeg, self._seq = jpeg, self._seq + 1
+            self._jpeg, self._jpeg_event, self._seq = jpeg, event, self._seq + 1
             self.counters["frames"] += 1
             self.counters["defects"] += int(event["defective"])
             self.threshold = event["threshold"]
             self._cond.notify_all()
+
+    def set_warning(self, warning: str | None) -> None:
+        """The threshold's one-line warning (unreliable calibration, a drifting stream), shown by the
+        dashboard; None clears it."""
+        with self._cond:
+            self.info["threshold_warning"] = warning
 
     def update(self, source_status: str, **counters: int) -> None:
         with self._cond:
@@ -46,6 +53,11 @@ class LiveStatus:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+
+    def latest_frame(self) -> tuple[dict[str, Any] | None, bytes | None]:
+        """(event, jpeg) of the newest frame, taken together: the verdict and the picture agree."""
+        with self._cond:
+            return self._jpeg_event, self._jpeg
 
     def wait_frame(self, after: int, timeout: float) -> tuple[int, bytes | None]:
         """(seq, jpeg) of a frame newer than ``after``, or the current ones after ``timeout``."""

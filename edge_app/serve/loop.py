@@ -18,6 +18,7 @@ import cv2
 from edge_foct.runtime.threshold import StreamThreshold
 
 from ..inspect_session import Session
+from ..json_out import finite_or_none
 from ..render import overlay_bgr
 from .live import LiveStatus
 from .outputs import EventLog, Snapshots
@@ -78,6 +79,8 @@ class InferenceLoop:
             if value != inspector.threshold:
                 inspector.threshold = value  # the next frame's verdict
                 inspector.method.set_gate(self.stream.gate)  # and the episodic gate, capped at the learnt value
+            if self.stream.calibrated:  # the bank's reliability warning gives way to the line's own
+                self.live.set_warning(self.stream.drift_warning)
         t1 = time.perf_counter()
         overlay = overlay_bgr(r.crop, r.anomaly_map, r.threshold, r.score, r.defective, self.session.warning)
         ok, jpg = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -89,12 +92,12 @@ class InferenceLoop:
         latency = {"queue": round(queued_ms, 3), **r.timings_ms, "render": round((t2 - t1) * 1e3, 3)}
         latency["total"] = round((t2 - t0) * 1e3, 3)  # this frame's inference + outputs, queue excluded
         event = {"run": self.run_id, "frame": frame.id, "time": round(frame.time, 4),
-                 "score": round(float(r.score), 6), "defective": bool(r.defective),
+                 "score": finite_or_none(round(float(r.score), 6)), "defective": bool(r.defective),
                  "threshold": round(float(r.threshold), 6), "latency_ms": latency, "snapshot": snapshot}
         if frame.file is not None:
             event["file"] = frame.file
         if r.diagnostics:
-            event["diagnostics"] = r.diagnostics
+            event["diagnostics"] = finite_or_none(r.diagnostics)
         for sink in self.sinks:  # the broker outbox before the log: a kill between them loses no message
             sink(event)
         self.events.write(event)

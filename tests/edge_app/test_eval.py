@@ -20,7 +20,8 @@ from edge_foct.edge_app.evaluate import SplitResult, split_metrics
 from edge_foct.runtime.errors import EdgeFoctError
 
 METRICS = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro", "seconds_per_image",
-           "false_alarm_rate", "miss_rate", "threshold", "stream_false_alarm_rate", "stream_miss_rate")
+           "false_alarm_rate", "miss_rate", "threshold", "stream_false_alarm_rate", "stream_miss_rate",
+           "error", "oracle_error", "oracle_threshold", "oracle_false_alarm_rate", "oracle_miss_rate")
 
 
 def _eval(data: Path, backbone: Path, out: Path, *extra: str):
@@ -49,6 +50,10 @@ def test_eval_on_demo_data(demo_category, random_backbone, tmp_path):
     assert "untrained" in got["run"]["warnings"][0]
     table = (tmp_path / "results.md").read_text()
     assert table.count("| demo_part |") == 2 and "AUPRO@0.3" in table and table in output
+    assert "@oracle" in table
+    for r in recs:  # the oracle (picked on the test set) is never worse than the learnt threshold
+        m = r["metrics"]
+        assert all(o <= e + 1e-9 for o, e in zip(m["oracle_error"]["per_split"], m["error"]["per_split"]))
     for k in (1, 2):
         assert cv2.imread(str(tmp_path / "plots" / f"demo_part-{k}shot.png")) is not None
 
@@ -82,6 +87,10 @@ def test_split_metrics_reads_concentration_and_admissions():
     assert m["false_alarm_rate"] == pytest.approx(0.5) and m["miss_rate"] == pytest.approx(1 / 3)
     assert m["image_auroc"] == pytest.approx(5 / 6) and "pixel_auroc" not in m
     assert "stream_miss_rate" not in m  # no stream verdicts recorded
+    # oracle: good 0.1, 0.5; defects 0.4, 0.9, 0.8 -> a threshold at 0.5 flags only 0.9/0.8: 0 + 1/3
+    assert m["error"] == pytest.approx(0.5 + 1 / 3)
+    assert m["oracle_threshold"] == pytest.approx(0.5)
+    assert m["oracle_error"] == pytest.approx(1 / 3) and m["oracle_false_alarm_rate"] == 0.0
     r.stream_flags = np.array([True, False, False, True, True])
     m = split_metrics(r, labels, None, (16, 16))
     assert m["stream_false_alarm_rate"] == pytest.approx(0.5) and m["stream_miss_rate"] == pytest.approx(1 / 3)
@@ -100,8 +109,8 @@ def test_stream_verdicts_follow_the_serving_rule(demo_category, random_backbone)
     r = run_split(cat, store, MethodSpec("patchcore"), 2, 0, 1, views=2)
     _, order = draw_split(cat, 2, 0, 1)
     assert r.stream_flags is not None and r.stream_flags.shape == (len(cat.test),)
-    # replay: before the warm-up ends the stream rule is the learnt threshold itself
-    warm = StreamParams().warmup
+    # replay: before the calibration frames are in, the stream rule is the learnt threshold itself
+    warm = min(StreamParams().frames, len(order))
     first = order[:warm]
     assert np.array_equal(r.stream_flags[first], r.image_scores[first] > r.threshold)
 

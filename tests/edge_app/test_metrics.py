@@ -115,3 +115,19 @@ def test_pixel_metrics_agree_with_the_single_metrics(rng):
     assert got["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
     assert got["pixel_f1_max"] == pytest.approx(metrics.f1_max(masks, maps), abs=1e-12)
     assert got["aupro"] == pytest.approx(metrics.aupro(masks, maps), abs=1e-12)
+
+
+def test_oracle_threshold_is_the_best_on_the_labels():
+    from edge_foct.edge_app.metrics import oracle_threshold
+
+    rng = np.random.default_rng(0)
+    labels = rng.random(200) < 0.4
+    scores = rng.normal(labels * 1.0, 1.0)
+    t, fa, miss = oracle_threshold(labels, scores)
+    assert fa == pytest.approx((scores[~labels] > t).mean()) and miss == pytest.approx((scores[labels] <= t).mean())
+    grid = np.r_[scores.min() - 1, np.sort(scores)]
+    brute = min((scores[~labels] > g).mean() + (scores[labels] <= g).mean() for g in grid)
+    assert fa + miss == pytest.approx(brute)
+    # separable: zero error; NaN scores count as flagged
+    t, fa, miss = oracle_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, np.nan]))
+    assert (fa, miss) == (0.0, 0.0) and 0.2 <= t < 0.8

@@ -143,7 +143,7 @@ def test_api_while_serving(bank, video, tmp_path):
         assert code == 200 and json.loads(body)["ok"] is True
         code, body, _ = get(base + "api/status")
         status = json.loads(body)
-        assert code == 200 and status["method"] == "patchcore" and status["threshold_rule"] == "loo-patch-q-capped"
+        assert code == 200 and status["method"] == "patchcore" and status["threshold_rule"] == json.loads((bank / "manifest.json").read_text())["threshold"]["rule"]
         assert status["latest"]["frame"] >= 4 and status["latency_ms"]["p50"] > 0
         assert status["latency_ms"]["p50"] <= status["latency_ms"]["p95"] <= status["latency_ms"]["p99"]
         assert len(status["trend"]) >= 5 and status["counters"]["dropped"] >= 0
@@ -324,17 +324,15 @@ def test_episodic_memory_saved_and_restored(random_backbone, demo_category, vide
 
 def test_episodic_gate_stays_at_or_below_the_learnt_threshold(random_backbone, demo_category, video, tmp_path,
                                                               monkeypatch):
-    """A stream rule set to rise (warm-up 2, median + 50 sigmas: the ceiling) lifts the verdict threshold
+    """A stream rule set to rise (2 calibration frames, median + 50 sigmas) lifts the verdict threshold
     above the learnt one; the online memory's gate stays at the learnt value."""
-    import edge_foct.runtime.threshold as threshold
-
     monkeypatch.setitem(METHODS, FakeOnline.name, FakeOnline)
-    monkeypatch.setattr(threshold.StreamThreshold.__init__, "__defaults__", (threshold.StreamParams(k=50.0, warmup=2),))
+    monkeypatch.setattr("edge_foct.edge_app.serve.app.STREAM_K", 50.0)
     gates = []
     monkeypatch.setattr(FakeOnline, "set_gate", lambda self, t: (gates.append(t), setattr(self, "gate", t)))
     bank = make_bank(random_backbone, demo_category, tmp_path / "bank", method=FakeOnline.name)
-    app = ServeApp(ServeOptions(bank=bank, out=tmp_path / "out", dashboard=False, lossless=True),
-                   CaptureSource(video, "video"))
+    app = ServeApp(ServeOptions(bank=bank, out=tmp_path / "out", dashboard=False, lossless=True,
+                                calibrate_frames=2), CaptureSource(video, "video"))
     app.start()
     assert app.wait(60)
     app.stop()
@@ -405,7 +403,7 @@ def test_demo_runs_in_one_command(random_backbone, tmp_path):
                   "--no-dashboard", "--max-frames", "4", "--fps", "100")
     assert r.returncode == 0, r.stderr
     assert "4 frames (max frames)" in r.stdout and "demo stream" in r.stderr
-    assert "threshold" in r.stderr and "loo-patch-q" in r.stderr
+    assert "threshold" in r.stderr and "support-shift" in r.stderr and "calibrating from the first 50 frames" in r.stderr
     assert len(read_events(out / "events.jsonl")) == 4
 
 

@@ -59,12 +59,14 @@ def test_dashboard_shows_live_image_and_verdict_updates(bank, demo_category, tmp
     dom = r.stdout
     assert r.returncode == 0 and "<body" in dom, r.stderr[-2000:]
     live = re.search(r'<img id="live"[^>]*>', dom).group(0)
-    assert 'src="/stream.mjpg' in live
-    assert int(re.search(r'data-loaded="(\d+)"', live).group(1)) == SIZE  # a decoded frame from the stream
+    assert 'src="blob:' in live  # the picture of /frame.jpg, fetched with its verdict
+    assert int(re.search(r'data-loaded="(\d+)"', live).group(1)) == SIZE  # a decoded frame
     updates = int(re.search(r'data-updates="(\d+)"', dom).group(1))
     assert updates >= 3
     assert re.search(r'data-verdicts="DEFECT,OK"', dom), "the verdict did not change with the frames"
-    verdict = re.search(r'<div id="verdict" class="verdict (ok|defect)">(OK|DEFECT)</div>', dom)
-    assert verdict and verdict.group(1).upper() == verdict.group(2)
+    verdict = re.search(r'<div id="verdict" class="verdict (ok|defect)" data-frame="(\d+)">(OK|DEFECT)</div>', dom)
+    assert verdict and verdict.group(1).upper() == verdict.group(3)
+    # one truth: the badge is the verdict of the very frame the picture shows
+    assert re.search(r'data-frame="(\d+)"', live).group(1) == verdict.group(2)
     assert re.search(r'<td id="latency">[\d.]+ / [\d.]+ / [\d.]+ ms</td>', dom)
     assert app.live.counters["frames"] >= updates

@@ -29,7 +29,11 @@ def test_round_trip(bank_dir):
     q = np.random.default_rng(1).standard_normal((64, m.memory.shape[1])).astype(np.float32)
     again = Bank.load(bank_dir).make_method()
     np.testing.assert_array_equal(m.score(q).scores, again.score(q).scores)
-    assert bank.manifest["threshold"]["rule"] == "loo-patch-q-capped"
+    from edge_foct.runtime.threshold import RULE_NO_CALIBRATION
+
+    t = bank.manifest["threshold"]
+    assert t["rule"] == RULE_NO_CALIBRATION[0] and t["base"] is not None  # from the loo-patch-q-capped value
+    assert "add 10-20 good images with --calibrate" in t["warning"]  # 2 images, no calibration
     assert len(bank.manifest["threshold"]["samples"]) == 4
     assert bank.manifest["backbone"]["pretrained"] is False
 

@@ -79,50 +79,80 @@ def start(value=1.0, floor=0.5, ceiling=2.0) -> Threshold:
     return Threshold(value, "loo-patch-q", floor=floor, ceiling=ceiling)
 
 
-def test_stream_rule_follows_good_scores_after_warmup(rng):
-    st = StreamThreshold(start(), StreamParams(k=3.0, warmup=20, window=64))
-    scores = 0.6 + 0.02 * rng.standard_normal(200)
+def test_stream_rule_calibrates_from_the_first_frames_then_holds(rng):
+    st = StreamThreshold(start(), StreamParams(frames=50, k=3.0))
+    scores = 0.6 * np.exp(0.05 * rng.standard_normal(400))
     values = [st.update(float(s)) for s in scores]
-    assert values[18] == 1.0  # warm-up: the support's value holds
-    med = np.median(scores[-64:])
-    sigma = 1.4826 * np.median(np.abs(scores[-64:] - med))
-    assert values[-1] == pytest.approx(med + 3 * sigma)
-    assert 0.6 < values[-1] < 0.8
+    assert values[48] == 1.0  # calibrating: the bank's value judges
+    logs = np.log(scores[:50])
+    med = np.median(logs)
+    expected = np.exp(med + 3 * 1.4826 * np.median(np.abs(logs - med)))
+    assert values[49] == pytest.approx(expected) and 0.6 < expected < 0.9
+    assert values[-1] == values[49]  # a stream of good parts does not lift it: it holds
 
 
-def test_stream_rule_guards(rng):
-    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
-    for s in 0.01 * rng.random(50):  # an unusually quiet stream cannot go below the floor
+def test_stream_rule_recovers_from_a_threshold_that_starts_too_low(rng):
+    """Issue 12: every good part scored above the bank's threshold (4000 of 4000 flagged) and the
+    former rule, fed only frames judged good, never moved. Calibration reads every frame."""
+    st = StreamThreshold(start(value=1.96, floor=1.0, ceiling=3.0), StreamParams(frames=50))
+    good = rng.uniform(2.31, 2.90, 4000)
+    flags = []
+    for s in good:
+        flags.append(s > st.value)
         st.update(float(s))
-    assert st.value == 0.5
-    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
-    for s in 5.0 + rng.random(50):  # defects never enter the window
+    assert all(flags[:50]) and st.calibrated
+    # k = 1 robust sigma (STREAM_K, chosen on replayed streams): about 1 in 8 of a flat spread stays flagged
+    assert np.mean(flags[50:]) < 0.2 and st.value > 2.7
+
+
+def test_stream_rule_is_not_pulled_up_by_defects_nor_loops(rng):
+    good = 0.6 * np.exp(0.05 * rng.standard_normal(60))
+    clean = StreamThreshold(start(), StreamParams(frames=60))
+    for s in good:
+        clean.update(float(s))
+    dirty = StreamThreshold(start(), StreamParams(frames=60))
+    mixed = good.copy()
+    mixed[::20] = 5.0  # 3 defects among the calibration frames
+    for s in mixed:
+        dirty.update(float(s))
+    assert dirty.value == pytest.approx(clean.value, rel=0.05)
+    for _ in range(6):  # six loops of the same good frames, then missed defects: it holds
+        for s in list(good) + [0.9 * dirty.value] * 10:
+            dirty.update(float(s))
+    assert dirty.value == pytest.approx(clean.value, rel=0.05)
+
+
+def test_stream_rule_floor_and_drift_warning(rng):
+    st = StreamThreshold(start(), StreamParams(frames=20))
+    for s in 0.01 * rng.random(20):  # an unusually quiet start cannot go below the floor
         st.update(float(s))
-    assert st.accepted == 0 and st.value == 1.0
-    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
-    for s in rng.uniform(0.0, 1.0, 200):  # a wide spread saturates at the ceiling, no higher
+    assert st.value == 0.5 and st.drift_warning is None
+    for s in 0.8 + 0.1 * rng.random(200):  # then the line drifts: most frames flagged
         st.update(float(s))
-    assert st.value <= 2.0
+    assert "stream drifts" in st.drift_warning and "re-calibrate" in st.drift_warning
 
 
 def test_episodic_gate_follows_the_stream_down_but_never_above_the_learnt_threshold(rng):
-    st = StreamThreshold(start(), StreamParams(warmup=5, window=64))
-    for s in rng.uniform(0.0, 1.0, 200):  # a wide spread lifts the verdict threshold above the learnt 1.0
+    st = StreamThreshold(start(), StreamParams(frames=20))
+    for s in rng.uniform(1.0, 2.0, 20):  # a line scoring above the support lifts the verdict threshold
         st.update(float(s))
     assert st.value > 1.0 and st.gate == 1.0
-    st = StreamThreshold(start(), StreamParams(warmup=5, window=64))
-    for s in 0.6 + 0.02 * rng.standard_normal(100):  # a tight stream lowers both
+    st = StreamThreshold(start(), StreamParams(frames=20))
+    for s in 0.6 + 0.02 * rng.standard_normal(20):  # a tight stream lowers both
         st.update(float(s))
     assert st.value < 1.0 and st.gate == st.value
 
 
 def test_stream_state_round_trip(rng):
-    st = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    st = StreamThreshold(start(), StreamParams(frames=32))
     for s in 0.6 + 0.05 * rng.random(40):
         st.update(float(s))
-    again = StreamThreshold(start(), StreamParams(warmup=5, window=32))
+    again = StreamThreshold(start(), StreamParams(frames=32))
     again.restore(st.state())
-    assert again.accepted == 32 and again.value == pytest.approx(st.value)
+    assert again.accepted == 32 and again.calibrated and again.value == pytest.approx(st.value)
+    half = StreamThreshold(start(), StreamParams(frames=32))
+    half.restore({"scores": np.array([0.5, 0.6])})
+    assert not half.calibrated and half.value == 1.0
     with pytest.raises(ValueError, match="non-finite"):
         again.restore({"scores": np.array([0.5, np.nan])})
 
@@ -130,3 +160,82 @@ def test_stream_state_round_trip(rng):
 def test_stream_rule_needs_bounds():
     with pytest.raises(EdgeFoctError, match="--fixed-threshold"):
         StreamThreshold(override(1.0))
+
+
+def test_nan_and_inf_thresholds_are_refused_and_nan_scores_are_defective():
+    from edge_foct.runtime.threshold import finite_threshold, is_defective
+
+    for bad in (float("nan"), float("inf"), -float("inf"), "nan", "abc", None):
+        with pytest.raises(EdgeFoctError):
+            override(bad)
+        with pytest.raises(EdgeFoctError):
+            Threshold.from_json({"value": bad, "rule": "user"})
+    assert finite_threshold("2.5") == 2.5
+    assert is_defective(float("nan"), 1.0) and is_defective(float("inf"), 1.0)
+    assert is_defective(1.01, 1.0) and not is_defective(1.0, 1.0) and not is_defective(0.5, 1.0)
+
+
+def test_stream_rule_ignores_non_finite_scores():
+    st = StreamThreshold(Threshold(1.0, "x", floor=0.5, ceiling=2.0), StreamParams(frames=3))
+    for s in (float("nan"), float("inf"), float("nan")):
+        st.update(s)
+    assert st.accepted == 0 and st.value == 1.0
+
+
+def test_calibrate_streams_the_views_and_bounds_the_fits(rng, monkeypatch):
+    """Issue 16 item 1: K leave-one-out fits over all K x V views held at once grew like K^3 in time
+    and K x V x Q x D in memory. Now each image's views are asked for once (streamed), at most
+    MAX_FOLDS + 1 fits run, and progress is reported per support image."""
+    from edge_foct.runtime import threshold as thr_mod
+    from edge_foct.runtime.methods.patchcore import PatchCore
+
+    k, v = 12, 2
+    support, views = support_and_views(rng, k=k, v=v)
+    asked, fits, ticks = [], [], []
+    real_fit = PatchCore.fit.__func__
+    monkeypatch.setattr(PatchCore, "fit", classmethod(lambda cls, s, p: (fits.append(s.features.shape[0]),
+                                                                         real_fit(cls, s, p))[1]))
+    t = calibrate("patchcore", make_params("patchcore"), support, lambda i: (asked.append(i), views[i])[1],
+                  progress=ticks.append)
+    assert sorted(asked) == list(range(k))  # every image's views computed exactly once
+    assert len(fits) == thr_mod.MAX_FOLDS + 1 and sum(ticks) == k
+    assert len(t.samples) == k * v and t.floor <= t.value <= t.ceiling
+    # up to MAX_FOLDS images: the same leave-one-out as before, callable or array
+    small, sviews = support_and_views(rng, k=4, v=v)
+    a = calibrate("patchcore", make_params("patchcore"), small, sviews)
+    b = calibrate("patchcore", make_params("patchcore"), small, lambda i: sviews[i])
+    assert a.value == b.value and a.samples == b.samples
+
+
+def test_fit_defaults_are_bounded():
+    from pathlib import Path
+
+    from edge_foct.edge_app.fit_cmd import DEFAULT_MAX_SHOTS, pick_support
+    from edge_foct.runtime.fit import MAX_TOTAL_VIEWS, views_per_image
+
+    paths = [Path(f"{i:03d}.png") for i in range(100)]
+    picked = pick_support(paths, None, 0)
+    assert len(picked) == DEFAULT_MAX_SHOTS and picked == sorted(picked)
+    assert len(pick_support(paths[:5], None, 0)) == 5
+    assert views_per_image(8, 2) == 8 and views_per_image(8, 16) * 16 <= MAX_TOTAL_VIEWS
+    assert views_per_image(8, 100) == 1
+
+
+def test_shipped_rules_per_support_size_and_calibration():
+    from edge_foct.runtime.threshold import RULES, SHIPPED_RULES, apply_rule, finalise, shipped_rule
+
+    for k, bucket in SHIPPED_RULES.items():
+        assert not RULES[bucket["none"][0]].needs_calibration and RULES[bucket["cal"][0]].needs_calibration
+    assert shipped_rule(3, 0) == SHIPPED_RULES[2]["none"] and shipped_rule(16, 8) == SHIPPED_RULES[4]["cal"]
+    assert shipped_rule(2, 3) == SHIPPED_RULES[2]["none"]  # too few calibration images: not used
+    base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.0), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.0)
+    # support-shift: max self view x (1 + a) x (loo median / self median)^b
+    a, b = SHIPPED_RULES[2]["none"][1]
+    assert apply_rule("support-shift", (a, b), base) == pytest.approx(1.0 * (1 + a) * (2.0 / 0.75) ** b)
+    t = finalise(base, 2, [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2])
+    rule, (a, b) = SHIPPED_RULES[2]["cal"]
+    med = np.median([1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2])
+    assert t.rule == rule and t.value == pytest.approx(med * (1 + a) * (2.0 / med) ** (1 + b))
+    assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.warning is None  # 8 images, 2 supports agree
+    with pytest.raises(EdgeFoctError, match="NaN"):
+        finalise(base, 2, [1.0, float("nan"), 1.0, 1.0])

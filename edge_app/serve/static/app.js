@@ -1,4 +1,5 @@
-// Dashboard: the live MJPEG overlay, and /api/status polled twice a second.
+// Dashboard: the latest overlay and its verdict (one request: the same frame), /api/status and the
+// events polled twice a second, and a defect list that survives a reload until acknowledged.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const fmt = (v, d = 4) => (v === null || v === undefined ? "-" : Number(v).toPrecision(d));
@@ -6,11 +7,60 @@ let updates = 0;
 let lastFrame = -1;
 const seen = new Set();
 
-function startStream() {
-  const img = $("live");
-  img.onload = () => { img.dataset.loaded = String(img.naturalWidth); };
-  img.onerror = () => { setTimeout(startStream, 2000); };  // server restarting: try again
-  img.src = "/stream.mjpg?t=" + Date.now();
+// The picture and the badge come from one /frame.jpg response (its X-Frame-Id / X-Verdict headers),
+// so they always show the same frame. (/stream.mjpg stays for other viewers.)
+async function pollFrame() {
+  try {
+    const r = await fetch("/frame.jpg", { cache: "no-store" });
+    if (r.ok) {
+      const id = r.headers.get("X-Frame-Id"), verdict = r.headers.get("X-Verdict");
+      const img = $("live"), url = URL.createObjectURL(await r.blob());
+      img.onload = () => {
+        img.dataset.loaded = String(img.naturalWidth);
+        URL.revokeObjectURL(url);
+      };
+      img.src = url;
+      img.dataset.frame = id;
+      const v = $("verdict");
+      v.textContent = verdict;
+      v.className = "verdict " + (verdict === "DEFECT" ? "defect" : "ok");
+      v.dataset.frame = id;
+      $("frame-id").textContent = id;
+      $("score").textContent = fmt(r.headers.get("X-Score"));
+    }
+  } catch (err) { /* the status poll reports the dashboard offline */ }
+  setTimeout(pollFrame, 250);
+}
+
+// Acknowledged defects, per run, kept in this browser (localStorage): the list survives a reload.
+const ackKey = () => "edge-foct-ack-" + (document.body.dataset.run || "");
+const acked = () => new Set(JSON.parse(localStorage.getItem(ackKey()) || "[]"));
+function acknowledge(frame, li) {
+  const a = acked(); a.add(frame);
+  localStorage.setItem(ackKey(), JSON.stringify([...a].slice(-5000)));
+  li.remove();
+  $("defect-count").textContent = String($("defects").children.length);
+}
+
+function addDefect(e) {
+  if (acked().has(e.frame) || document.getElementById("defect-" + e.frame)) return;
+  const li = document.createElement("li");
+  li.id = "defect-" + e.frame;
+  li.className = "defect-item";
+  const t = new Date(e.time * 1000).toLocaleTimeString();
+  li.append(`${t} frame ${e.frame}: score ${fmt(e.score)} > ${fmt(e.threshold)} `);
+  if (e.snapshot) {
+    const a = document.createElement("a");
+    a.href = "/" + e.snapshot; a.target = "_blank"; a.textContent = "snapshot";
+    li.append(a, " ");
+  }
+  const b = document.createElement("button");
+  b.textContent = "acknowledge"; b.onclick = () => acknowledge(e.frame, li);
+  li.append(b);
+  const list = $("defects");
+  list.prepend(li);
+  while (list.children.length > 200) list.lastChild.remove();
+  $("defect-count").textContent = String(list.children.length);
 }
 
 function drawTrend(trend, threshold) {
@@ -46,15 +96,10 @@ function show(s) {
   const l = s.latency_ms;
   $("latency").textContent = l.p50 === null ? "-" : `${l.p50} / ${l.p95} / ${l.p99} ms`;
   $("fps").textContent = s.fps === null ? "-" : s.fps + " frames/s";
+  document.body.dataset.run = s.run || "";
   if (s.warning) { $("warning").hidden = false; $("warning").textContent = s.warning; }
-  const e = s.latest;
-  if (e) {
-    const v = $("verdict");
-    v.textContent = e.defective ? "DEFECT" : "OK";
-    v.className = "verdict " + (e.defective ? "defect" : "ok");
-    $("frame-id").textContent = e.frame;
-    $("score").textContent = fmt(e.score);
-  }
+  const tw = $("threshold-warning");  // unreliable calibration or a drifting stream: what to do, in one line
+  tw.hidden = !s.threshold_warning; tw.textContent = s.threshold_warning || "";
   drawTrend(s.trend, s.threshold);
 }
 
@@ -64,14 +109,7 @@ function record(events) {
     lastFrame = Math.max(lastFrame, e.frame);
     updates += 1;
     seen.add(e.defective ? "DEFECT" : "OK");
-    if (e.defective) {
-      const li = document.createElement("li");
-      li.textContent = `frame ${e.frame}: score ${fmt(e.score)} > ${fmt(e.threshold)}` +
-        (e.snapshot ? ` (${e.snapshot})` : "");
-      const list = $("defects");
-      list.prepend(li);
-      while (list.children.length > 10) list.lastChild.remove();
-    }
+    if (e.defective) addDefect(e);
   }
   document.body.dataset.updates = String(updates);
   document.body.dataset.verdicts = [...seen].sort().join(",");  // every verdict seen on this page
@@ -81,7 +119,8 @@ async function poll() {
   try {
     const r = await fetch("/api/status", { cache: "no-store" });
     if (r.ok) show(await r.json());
-    const q = lastFrame < 0 ? "limit=1" : `after=${lastFrame}&limit=1000`;
+    // first poll: the newest 1000 events (the unacknowledged defects among them come back after a reload)
+    const q = lastFrame < 0 ? "limit=1000" : `after=${lastFrame}&limit=1000`;
     const ev = await fetch("/api/events?" + q, { cache: "no-store" });
     if (ev.ok) record((await ev.json()).events);
   } catch (err) {
@@ -90,4 +129,4 @@ async function poll() {
   setTimeout(poll, 500);
 }
 
-window.addEventListener("load", () => { startStream(); poll(); });
+window.addEventListener("load", () => { pollFrame(); poll(); });
