@@ -20,6 +20,7 @@ from .fit_cmd import run_fit
 from .inspect_session import open_session
 from .metrics import auroc
 from .predict_cmd import predict_images
+from .run_options import engine_option, start_threads, threads_option
 
 
 @click.command("demo")
@@ -35,15 +36,19 @@ from .predict_cmd import predict_images
 @click.option("--shots", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--size", type=int, default=256, show_default=True)
-def command(data, out, backbone, method, preset, shots, seed, size) -> None:
+@engine_option
+@threads_option
+def command(data, out, backbone, method, preset, shots, seed, size, engine, threads) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
+    plan = start_threads(threads)
     category = data if data is not None else write_demo_dataset(out / "data")
     train, test = category / "train" / "good", category / "test"
     if not train.is_dir() or not test.is_dir():
         raise EdgeFoctError(f"{category}: expected train/good and test/ folders (MVTec layout)")
-    bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None)
+    bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None,
+                   engine=engine, plan=plan)
     paths = [p for d in sorted(q for q in test.iterdir() if q.is_dir()) for p in list_images(d)]
-    session = open_session(bank)
+    session = open_session(bank, engine=engine, plan=plan)
     records = predict_images(session, paths, out / "predict")
     ok = [r for r in records if "error" not in r]
     labels = np.array([Path(r["path"]).parent.name != "good" for r in ok])

@@ -26,17 +26,19 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_foct.runtime import atomic
-from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.threads import ThreadPlan
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .datasets import Category, find_categories
 from .eval_pool import Context, Task, TaskResult, default_jobs, run_tasks
 from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth
+from .inspect_session import load_backbone
 from .machine_info import machine_info
 from .report import accuracy_table, plot_scores, summarise, write_results
+from .run_options import engine_option, start_threads, threads_option
 
 class MultiValueCommand(click.Command):
     """Lets ``--shots 1 2 4`` and ``--shots 1,2,4`` stand for ``--shots 1 --shots 2 --shots 4``
@@ -128,7 +130,8 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
              splits: int, seed: int, backbone: str | None, size: int, resize: int | None, views: int,
-             out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1) -> list[dict[str, Any]]:
+             out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1, engine: str = "auto",
+             plan: ThreadPlan | None = None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
@@ -142,7 +145,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         if max(shots) > len(c.train):
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
-    bb = Backbone.load(resolved.path)
+    bb, choice = load_backbone(resolved.path, engine, plan)
     pre = Preprocessor(resize or size, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):
@@ -154,7 +157,9 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
         "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit, "jobs": jobs,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
-        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description},
+        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
+                     "engine_choice": choice.describe(), "precision": choice.precision},
+        "threads": plan.to_json() if plan else None,
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
     }
     records: list[dict[str, Any]] = []
@@ -193,11 +198,15 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 @click.option("--jobs", type=int, default=0, show_default=True,
               help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, out) -> None:
+@engine_option
+@threads_option
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, out,
+            engine, threads) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 1 for k in shots):
         raise EdgeFoctError("--splits and --shots must be >= 1")
     if jobs < 0:
         raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
+    plan = start_threads(threads)
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
-             backbone, size, resize, views, out, jobs=jobs or default_jobs())
+             backbone, size, resize, views, out, jobs=jobs or default_jobs(), engine=engine, plan=plan)

@@ -8,13 +8,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.config import load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
+from edge_foct.runtime.threads import ThreadPlan
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
+from .inspect_session import load_backbone
+from .run_options import engine_option, start_threads, threads_option
 
 log = logging.getLogger("edge_foct.fit")
 
@@ -33,14 +35,14 @@ def pick_support(paths: list[Path], shots: int | None, seed: int) -> list[Path]:
 
 def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | None, seed: int,
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
-            threshold: float | None, foreground=None) -> Path:
+            threshold: float | None, foreground=None, engine: str = "auto", plan: ThreadPlan | None = None) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size else {})
     paths = pick_support(list_images(support), shots, seed)
     images = [read_image(p) for p in paths]  # all read before anything is written
     resolved = resolve_backbone(backbone)
-    bb = Backbone.load(resolved.path)
+    bb, _ = load_backbone(resolved.path, engine, plan)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,
              "pretrained" if bb.info.pretrained else "RANDOM", bb.engine.description)
     bank = fit_bank(bb, images, config, sources=[str(p) for p in paths], foreground=foreground,
@@ -67,6 +69,10 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--size", type=int, default=None, help="Input size (resize = crop = SIZE).")
 @click.option("--threshold", type=float, default=None, help="Override the learnt threshold.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path) -> None:
+@engine_option
+@threads_option
+def command(support, backbone, out, shots, seed, method, preset, size, threshold, config_path, engine, threads) -> None:
     """Learn a memory bank from a few images of good parts."""
-    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold)
+    plan = start_threads(threads)
+    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold,
+            engine=engine, plan=plan)

@@ -19,6 +19,7 @@ from edge_foct.runtime.errors import EdgeFoctError
 
 from .serve.app import ServeApp, ServeOptions
 from .serve.demo import prepare_demo
+from .run_options import engine_option, start_threads, threads_option
 from .serve.sources import CaptureSource, FolderSource
 
 log = logging.getLogger("edge_foct.serve")
@@ -70,17 +71,20 @@ def _window_available() -> bool:
               help="TensorRT engines from `edge-foct build-engines`: used when built here from this backbone.")
 @click.option("--compute", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
               help="Transport maths: CUDA kernels (auto: when a GPU is usable) or the NumPy reference.")
+@engine_option
+@threads_option
 def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size, threshold,
             fixed_threshold, host, port, no_dashboard, fps, loop_video, max_frames, save_every, queue,
-            offline, show, keep_snapshots, engines, compute) -> None:
+            offline, show, keep_snapshots, engines, compute, engine, threads) -> None:
     """Inspect a live source: verdicts, event log, snapshots and a local dashboard."""
     chosen = [n for n, v in (("--camera", camera), ("--video", video), ("--rtsp", rtsp),
                              ("--folder", folder), ("--demo", demo or None)) if v is not None]
     if len(chosen) != 1:
         raise EdgeFoctError(f"give exactly one source (--camera, --video, --rtsp, --folder or --demo), got "
                             f"{', '.join(chosen) or 'none'}")
+    plan = start_threads(threads)
     if demo:
-        video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method)
+        video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method, engine, plan)
         bank_dir, fps, loop_video = bank_dir or demo_bank, fps or 4.0, True
     if bank_dir is None:
         raise EdgeFoctError("--bank DIR is required (make one with `edge-foct fit`), or try --demo")
@@ -97,7 +101,8 @@ def command(bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, me
                            adapt=not fixed_threshold, host=host, port=port, dashboard=not no_dashboard,
                            save_every=save_every, queue=queue, lossless=folder is not None or (video is not None and not fps),
                            max_frames=max_frames, online=not offline, show=show and _window_available(),
-                           keep_snapshots=keep_snapshots, engines=engines, compute=compute)
+                           keep_snapshots=keep_snapshots, engines=engines, compute=compute, engine=engine,
+                           threads=plan)
     app = ServeApp(options, source, stop_event=stop)
     app.start()
     if app.dashboard is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_foct.runtime import atomic, names
+from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import StreamThreshold, Threshold
 
 from ..inspect_session import open_session
@@ -49,6 +50,8 @@ class ServeOptions:
     state: Path | None = None  # default: <out>/episodic.npz (names.EPISODIC_STATE)
     engines: Path | None = None  # TensorRT engines from `edge-foct build-engines` (used when they fit here)
     compute: str = "auto"  # transport maths: "auto" | "numpy" | "cuda"
+    engine: str = "auto"  # backbone engine (runtime/engines/choose.py)
+    threads: ThreadPlan | None = None  # the process's thread plan (runtime/threads.py), applied by the command
 
 
 class ServeApp:
@@ -65,7 +68,7 @@ class ServeApp:
     def start(self) -> None:
         o = self.options
         session = open_session(o.bank, o.backbone, o.threshold, online=o.online, engine_dir=o.engines,
-                               compute=o.compute)
+                               compute=o.compute, engine=o.engine, plan=o.threads)
         bank, inspector = session.bank, session.inspector
         learnt = Threshold.from_json(bank.manifest["threshold"])
         stream = None

@@ -1,0 +1,112 @@
+"""OpenVINO engine on the CPU: reads the same feature ONNX as ONNX Runtime (no second export format).
+
+OpenVINO is imported when an engine is opened, never at module import (the ``openvino`` extra is
+optional). Buffers: the infer request owns its output tensors and overwrites them on the next
+``run``; ``run`` copies them into arrays the caller owns.
+
+Precision: OpenVINO's CPU plugin runs the graph in the precision hint it is given. ``cpu_precision``
+picks bf16 where the CPU has native bf16 (AVX-512 BF16 or AMX: OpenVINO lists "BF16" in the CPU's
+optimisation capabilities) and f32 otherwise; bf16 keeps 8 bits of mantissa, so features move by
+about 0.4 % (relative L2) against f32 -- see tests/runtime/engines/test_openvino_engine.py for the
+tolerances and the accuracy parity table in benchmarks/results/engine_parity/ for what it does to
+AUROC.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackboneError
+from .base import TensorSpec
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16")
+
+
+def import_openvino():
+    """The ``openvino`` module; BackboneError with the install command when it is absent."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackboneError("OpenVINO is not installed: pip install 'edge-foct[openvino]' (or use --engine cpu, "
+                            "ONNX Runtime)") from None
+    return openvino
+
+
+def cpu_precision(core=None) -> tuple[str, str]:
+    """(precision hint for this CPU, why): "bf16" when OpenVINO reports native BF16 on the CPU."""
+    core = core or import_openvino().Core()
+    caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    if "BF16" in caps:
+        return "bf16", "the CPU has native bf16 (OpenVINO capabilities: " + ", ".join(caps) + ")"
+    return "f32", "the CPU has no native bf16 (OpenVINO capabilities: " + ", ".join(caps) + ")"
+
+
+def _onnx_contract(path: Path) -> tuple[dict[str, str], set[str]]:
+    """(the graph's metadata_props, its input and output names): OpenVINO's ONNX reader drops the
+    first and may name a port after an inner tensor; weights are not kept."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    io = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
+    return {p.key: p.value for p in model.metadata_props}, io
+
+
+def _spec(port, io_names: set[str]) -> TensorSpec:
+    """The port under the graph's own I/O name (a port carries every name of its tensor)."""
+    name = next((n for n in sorted(port.get_names()) if n in io_names), port.get_any_name())
+    shape = tuple(d.get_length() if d.is_static else "dynamic" for d in port.get_partial_shape())
+    return TensorSpec(name, np.dtype(port.get_element_type().to_dtype()).name, shape)
+
+
+class OpenVinoEngine:
+    """One ONNX graph compiled for OpenVINO's CPU plugin (latency hint: one stream).
+
+    precision: "f32" | "bf16" | None (None: ``cpu_precision``). threads: inference threads
+    (None: OpenVINO's choice, every core). Not thread-safe: one infer request; open one engine per
+    thread.
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str | None = None, threads: int | None = None) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise BackboneError(f"{path}: ONNX file not found")
+        ov = import_openvino()
+        core = ov.Core()
+        if precision is None:
+            precision, why = cpu_precision(core)
+            log.info("OpenVINO precision %s: %s", precision, why)
+        if precision not in PRECISIONS:
+            raise BackboneError(f"OpenVINO precision {precision!r}: choose one of {list(PRECISIONS)}")
+        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError / its own types for a bad file
+            raise BackboneError(f"{path}: OpenVINO cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self._request = self._compiled.create_infer_request()
+        self.path, self.precision = path, precision
+        self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.metadata, io_names = _onnx_contract(path)
+        self.inputs = tuple(_spec(p, io_names) for p in self._compiled.inputs)
+        self.outputs = tuple(_spec(p, io_names) for p in self._compiled.outputs)
+        self._dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}
+        self.version = ov.__version__.split("-")[0]
+        self.description = f"openvino {self.version} [CPU, {precision}, {self.threads} threads]"
+        log.info("engine %s: %s", path.name, self.description)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """feeds: input name -> array (cast to the graph's dtype) -> output name -> new array."""
+        missing = [s.name for s in self.inputs if s.name not in feeds]
+        if missing:
+            raise BackboneError(f"{self.path.name}: missing input(s) {missing}; the inputs are "
+                                f"{[s.name for s in self.inputs]}")
+        host = [np.ascontiguousarray(feeds[s.name], self._dtypes[s.name]) for s in self.inputs]
+        result = self._request.infer(dict(enumerate(host)))
+        return {s.name: np.array(result[port], copy=True) for s, port in zip(self.outputs, self._compiled.outputs)}
