@@ -99,10 +99,10 @@ def choose_engine(engine_dir: str | os.PathLike | None = None, prefer: str = "au
     """The engine path for this machine; raises GpuError when ``prefer`` names a path that is not here.
     ``onnx_sha256``: the feature graph's; TensorRT is then taken only with an engine built from it.
     prefer: one of CHOICES, or "openvino:f32" / "openvino:bf16"."""
-    prefer, _, asked_precision = prefer.partition(":")
-    if prefer not in CHOICES or (asked_precision and (prefer != "openvino" or asked_precision not in PRECISIONS)):
-        raise EdgeFoctError(f"engine {prefer + (':' + asked_precision if asked_precision else '')!r} is not one of "
-                            f"{list(CHOICES)} (or openvino:f32, openvino:bf16)")
+    asked = prefer
+    prefer, colon, asked_precision = prefer.partition(":")
+    if prefer not in CHOICES or (colon and (prefer != "openvino" or asked_precision not in PRECISIONS)):
+        raise EdgeFoctError(f"engine {asked!r} is not one of {list(CHOICES)} (or openvino:f32, openvino:bf16)")
     engine_dir = Path(engine_dir) if engine_dir is not None else None
     notes = []
     if prefer in ("auto", "tensorrt"):
