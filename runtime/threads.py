@@ -4,16 +4,20 @@ Decided once at start-up (``plan_threads``), applied once (``apply_plan``) and l
 every command that runs a backbone takes it (``--threads N`` overrides the core count).
 
 Why a plan: the per-frame stages run one after another (preprocess -> backbone -> method -> map),
-never at the same time, so each may use every core, provided the pool that just finished lets go
-of them. By default it does not: ONNX Runtime's intra-op pool spins after each run, and OpenBLAS
-(NumPy's BLAS) starts its own pool of one thread per core, so the backbone's and the method's
-threads fight for the same cores (issue 20 measured edge-foct 1.8x slower with the defaults than
-with BLAS pinned to one thread). The plan:
+never at the same time, so the pool that runs a stage must let go of the cores when it is done. By
+default neither does: ONNX Runtime's intra-op pool spins after each run, and OpenBLAS (NumPy's BLAS)
+keeps one thread per core spinning after each GEMM, so the backbone's and the method's threads
+fight for the same cores (issue 20 measured edge-foct 1.8x slower with the defaults than with BLAS
+pinned to one thread). The plan:
 
 - engine: ``cores`` intra-op threads, 1 inter-op thread (the graph's nodes run in sequence), and
-  ONNX Runtime's spin-wait off, so its threads sleep while the method step runs;
-- BLAS: ``cores`` threads (threadpoolctl) -- the method step's GEMMs scale with cores when no
-  other pool spins on them;
+  ONNX Runtime's spin-wait off, so its threads sleep while the method step runs (OpenVINO's CPU
+  plugin puts its threads to sleep by itself);
+- BLAS: 1 thread. OpenBLAS's spin after a GEMM cannot be switched off once it is loaded (only by
+  an environment variable read at load), and the method step is the small part of a frame
+  (WRN-50-2 at 256 px: a 0.4-0.6 GFLOP method step against a ~20 GFLOP backbone); measured on a
+  shared 2-core box, one BLAS thread ran the method step faster than two for patchcore and
+  foct/edge on every engine (benchmarks/results/cpu_engines/);
 - OpenCV: 1 thread -- its work per frame (resize, blur of one 256-336 px map) is shorter than
   waking a pool.
 
@@ -70,7 +74,7 @@ def plan_threads(threads: int | None = None) -> ThreadPlan:
     cores = usable_cores()
     n = threads or cores
     source = f"--threads {threads}" if threads else f"default: {cores} usable cores"
-    return ThreadPlan(cores=cores, engine=n, engine_inter=1, engine_spin=False, blas=n, opencv=1, source=source)
+    return ThreadPlan(cores=cores, engine=n, engine_inter=1, engine_spin=False, blas=1, opencv=1, source=source)
 
 
 def library_defaults() -> ThreadPlan:

@@ -18,23 +18,22 @@ def _blas_threads() -> set[int]:
 
 @pytest.fixture
 def restore_limits():
-    before_cv, before_blas = cv2.getNumThreads(), max(_blas_threads() or {1})
+    before_cv = cv2.getNumThreads()
     yield
-    set_limits(plan_threads(before_blas))
+    set_limits(library_defaults())
     cv2.setNumThreads(before_cv)
 
 
 def test_default_plan_uses_every_usable_core():
     plan = plan_threads()
     assert plan.cores == usable_cores() == len(os.sched_getaffinity(0))
-    assert (plan.engine, plan.blas, plan.engine_inter, plan.opencv, plan.engine_spin) == (plan.cores, plan.cores, 1, 1,
-                                                                                         False)
+    assert (plan.engine, plan.blas, plan.engine_inter, plan.opencv, plan.engine_spin) == (plan.cores, 1, 1, 1, False)
     assert f"{plan.cores} usable cores" in plan.source and plan.describe().startswith("threads: engine ")
 
 
 def test_threads_override_and_bad_values():
     plan = plan_threads(3)
-    assert (plan.engine, plan.blas, plan.source) == (3, 3, "--threads 3") and plan.short() == "e3 b3 cv1"
+    assert (plan.engine, plan.blas, plan.source) == (3, 1, "--threads 3") and plan.short() == "e3 b1 cv1"
     for bad in (0, -2):
         with pytest.raises(ValueError, match="threads must be >= 1"):
             plan_threads(bad)
@@ -50,5 +49,5 @@ def test_apply_sets_blas_and_opencv_and_logs_one_line(restore_limits, caplog):
     assert libs and all("1 threads" in lib for lib in libs)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("threads: ")]
     assert len(lines) == 1 and "BLAS 1" in lines[0] and "--threads 1" in lines[0]
-    set_limits(plan_threads(2))
-    assert _blas_threads() == {2}
+    set_limits(library_defaults())
+    assert _blas_threads() == {library_defaults().blas}
