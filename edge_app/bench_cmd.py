@@ -84,7 +84,7 @@ def open_rows(graph: Path, engines: list[str], plans: list[ThreadPlan], labels: 
     """One backbone per (engine, plan) -- shared by that pair's methods -- and one row per method."""
     rows = []
     for engine in engines:
-        choice = choose_engine(None, engine)
+        choice = choose_engine(None, engine, graph=graph)
         for plan in plans:
             set_limits(plan)
             bb = open_backbone(graph, choice, plan)

@@ -46,7 +46,7 @@ def decide_serving(feature_graph: Path | None, engine_dir: str | os.PathLike | N
     "auto" | "tensorrt" | "cuda" | "openvino[:f32|:bf16]" | "cpu"; compute: "auto" | "numpy" | "cuda" (GpuError when the asked
     path is not here)."""
     sha = file_sha256(feature_graph) if engine_dir is not None and feature_graph is not None else None
-    return ServingChoice(choose_engine(engine_dir, engine, sha), *decide(compute))
+    return ServingChoice(choose_engine(engine_dir, engine, sha, feature_graph), *decide(compute))
 
 
 def bank_feature_graph(bank: Bank, backbone: str | None = None) -> Path:
@@ -65,7 +65,7 @@ def open_backbone(graph: Path, engine: EngineChoice, plan: ThreadPlan | None = N
 
 def load_backbone(graph: Path, engine: str = "auto", plan: ThreadPlan | None = None) -> tuple[Backbone, EngineChoice]:
     """fit, eval and bench: the start-up engine decision for ``graph`` (no TensorRT folder), logged."""
-    choice = choose_engine(None, engine)
+    choice = choose_engine(None, engine, graph=graph)
     log.info("backbone engine: %s", choice.describe())
     return open_backbone(graph, choice, plan), choice
 

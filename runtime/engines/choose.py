@@ -77,8 +77,9 @@ def _tensorrt_blocker(engine_dir: Path | None, onnx_sha256: str | None = None) -
         return str(e), None
 
 
-def _openvino_blocker() -> tuple[str | None, str, str]:
-    """(why OpenVINO cannot run here or None when it can, precision for this CPU, why that precision)."""
+def _openvino_blocker(graph: str | os.PathLike | None = None) -> tuple[str | None, str, str]:
+    """(why OpenVINO cannot run here -- or cannot read ``graph`` when given -- or None when it can,
+    precision for this CPU, why that precision)."""
     machine = platform.machine()
     if machine.lower() not in X86:
         return f"{machine} is not an x86 CPU (OpenVINO's CPU plugin is taken on x86 only)", "f32", ""
@@ -86,18 +87,21 @@ def _openvino_blocker() -> tuple[str | None, str, str]:
         import openvino as ov
     except ImportError:
         return "not installed (pip install 'edge-foct[openvino]')", "f32", ""
-    from .openvino_engine import cpu_precision
+    from .openvino_engine import cpu_precision, read_blocker
 
     core = ov.Core()
     if "CPU" not in core.available_devices:
         return f"openvino {ov.__version__} lists no CPU device ({core.available_devices})", "f32", ""
-    return None, *cpu_precision(core)
+    blocker = read_blocker(graph, core) if graph is not None else None
+    return blocker, *cpu_precision(core)
 
 
 def choose_engine(engine_dir: str | os.PathLike | None = None, prefer: str = "auto",
-                  onnx_sha256: str | None = None) -> EngineChoice:
+                  onnx_sha256: str | None = None, graph: str | os.PathLike | None = None) -> EngineChoice:
     """The engine path for this machine; raises GpuError when ``prefer`` names a path that is not here.
     ``onnx_sha256``: the feature graph's; TensorRT is then taken only with an engine built from it.
+    ``graph``: the feature graph; OpenVINO is then taken only when it can read it (its ONNX reader
+    does not convert operator-oriented int8 graphs such as QLinearConv ones).
     prefer: one of CHOICES, or "openvino:f32" / "openvino:bf16"."""
     asked = prefer
     prefer, colon, asked_precision = prefer.partition(":")
@@ -123,7 +127,7 @@ def choose_engine(engine_dir: str | os.PathLike | None = None, prefer: str = "au
             raise GpuError(f"ONNX Runtime CUDA asked for, but {blocker}")
         notes.append(f"CUDA: {blocker}")
     if prefer in ("auto", "openvino"):
-        blocker, precision, why = _openvino_blocker()
+        blocker, precision, why = _openvino_blocker(graph)
         if blocker is None:
             if asked_precision:
                 precision, why = asked_precision, "asked for"

@@ -47,6 +47,24 @@ def cpu_precision(core=None) -> tuple[str, str]:
     return "f32", "the CPU has no native bf16 (OpenVINO capabilities: " + ", ".join(caps) + ")"
 
 
+def _why_not(e: Exception) -> str:
+    """OpenVINO's reason in one line: its "Conversion is failed for: ..." summary when there is one."""
+    lines = [ln.strip(" -") for ln in str(e).splitlines() if ln.strip(" -")]
+    summary = [ln for ln in lines if ln.startswith("Conversion is failed for")]
+    return (summary or lines or [type(e).__name__])[0][:200]
+
+
+def read_blocker(path: str | os.PathLike, core=None) -> str | None:
+    """Why OpenVINO's ONNX reader cannot convert the graph at ``path`` (e.g. operator-oriented int8:
+    QLinearConv), or None when it can. Reads the graph once (start-up only)."""
+    core = core or import_openvino().Core()
+    try:
+        core.read_model(str(path))
+    except Exception as e:  # OpenVINO raises its own exception types
+        return f"OpenVINO cannot read {Path(path).name}: {_why_not(e)}"
+    return None
+
+
 def _onnx_contract(path: Path) -> tuple[dict[str, str], set[str]]:
     """(the graph's metadata_props, its input and output names): OpenVINO's ONNX reader drops the
     first and may name a port after an inner tensor; weights are not kept."""
@@ -89,7 +107,8 @@ class OpenVinoEngine:
         try:
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError / its own types for a bad file
-            raise BackboneError(f"{path}: OpenVINO cannot load it ({str(e).splitlines()[0][:200]})") from None
+            raise BackboneError(f"{path}: OpenVINO cannot load it ({_why_not(e)}); use --engine cpu "
+                                f"(ONNX Runtime)") from None
         self._request = self._compiled.create_infer_request()
         self.path, self.precision = path, precision
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))

@@ -135,3 +135,21 @@ def test_choice_without_openvino_or_off_x86(monkeypatch):
     for bad in ("openvino:int8", "cpu:f32", "openvino:"):
         with pytest.raises(EdgeFoctError, match="is not one of"):
             choose_engine(prefer=bad)
+
+
+@pytest.mark.skipif(not X86, reason="OpenVINO is taken automatically on x86 CPUs only")
+def test_a_graph_openvino_cannot_read_stays_on_onnxruntime(mobilenet_features, random_backbone, monkeypatch):
+    """The shared MobileNetV2 int8 graph is operator-oriented (QLinearConv), which OpenVINO's ONNX
+    reader does not convert: auto keeps it on ONNX Runtime and says why; asking for OpenVINO fails
+    with that reason in one line."""
+    from edge_foct.runtime.cuda import probe
+
+    monkeypatch.setattr(probe, "cuda_devices", lambda: ([], "no GPU (test)"))
+    choice = choose_engine(graph=mobilenet_features)
+    assert choice.backend == "onnxruntime" and "OpenVINO: OpenVINO cannot read" in choice.reason
+    assert "QLinearConv" in choice.reason
+    with pytest.raises(BackboneError, match="QLinearConv"):
+        choose_engine(prefer="openvino", graph=mobilenet_features)
+    with pytest.raises(BackboneError, match="use --engine cpu"):
+        OpenVinoEngine(mobilenet_features)
+    assert choose_engine(graph=random_backbone).backend == "openvino"  # a float graph is read
