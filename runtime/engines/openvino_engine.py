@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import names
 from ..errors import BackboneError
 from .base import TensorSpec
 
@@ -65,19 +66,19 @@ def read_blocker(path: str | os.PathLike, core=None) -> str | None:
     return None
 
 
-def _onnx_contract(path: Path) -> tuple[dict[str, str], set[str]]:
-    """(the graph's metadata_props, its input and output names): OpenVINO's ONNX reader drops the
-    first and may name a port after an inner tensor; weights are not kept."""
-    import onnx
+def _metadata(model) -> dict[str, str]:
+    """The ONNX graph's metadata_props, which OpenVINO's ONNX reader keeps under rt_info "framework"."""
+    info = model.get_rt_info()
+    if "framework" not in info:
+        return {}
+    framework = info["framework"]
+    return {str(k): framework[k].astype(str) for k in framework}
 
-    model = onnx.load(str(path), load_external_data=False)
-    io = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
-    return {p.key: p.value for p in model.metadata_props}, io
 
-
-def _spec(port, io_names: set[str]) -> TensorSpec:
-    """The port under the graph's own I/O name (a port carries every name of its tensor)."""
-    name = next((n for n in sorted(port.get_names()) if n in io_names), port.get_any_name())
+def _spec(port) -> TensorSpec:
+    """The port under its graph I/O name (names.GRAPH_IO_NAMES): OpenVINO gives a tensor every name it
+    had, e.g. {"agg/nhwc", "patch_features"}."""
+    name = next((n for n in sorted(port.get_names()) if n in names.GRAPH_IO_NAMES), port.get_any_name())
     shape = tuple(d.get_length() if d.is_static else "dynamic" for d in port.get_partial_shape())
     return TensorSpec(name, np.dtype(port.get_element_type().to_dtype()).name, shape)
 
@@ -105,16 +106,17 @@ class OpenVinoEngine:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            model = core.read_model(str(path))
+            self._compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError / its own types for a bad file
             raise BackboneError(f"{path}: OpenVINO cannot load it ({_why_not(e)}); use --engine cpu "
                                 f"(ONNX Runtime)") from None
         self._request = self._compiled.create_infer_request()
         self.path, self.precision = path, precision
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
-        self.metadata, io_names = _onnx_contract(path)
-        self.inputs = tuple(_spec(p, io_names) for p in self._compiled.inputs)
-        self.outputs = tuple(_spec(p, io_names) for p in self._compiled.outputs)
+        self.metadata = _metadata(model)
+        self.inputs = tuple(_spec(p) for p in self._compiled.inputs)
+        self.outputs = tuple(_spec(p) for p in self._compiled.outputs)
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}
         self.version = ov.__version__.split("-")[0]
         self.description = f"openvino {self.version} [CPU, {precision}, {self.threads} threads]"
