@@ -65,10 +65,12 @@ def parity(runs: list[dict]) -> tuple[list[dict], str]:
         cells = [row["category"], str(row["shots"]), row["method"], f"{100 * row['reference']:.2f}"]
         for o in row["others"]:
             mark = " (!)" if abs(o["delta_points"]) >= BAR_POINTS else ""
-            cells += [f"{100 * o['mean']:.2f}", f"{o['delta_points']:+.2f}{mark}", f"{o['max_split_delta_points']:.2f}"]
+            cells += [f"{100 * o['mean']:.2f}", f"{o['delta_points']:+.2f}{mark}",
+                      f"{o['max_split_delta_points']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     worst = [max(abs(r["others"][i]["delta_points"]) for r in rows) for i in range(len(engines) - 1)]
-    lines += ["", "Largest |Δ| over categories: " + ", ".join(f"{e}: {w:.2f} points" for e, w in zip(engines[1:], worst))]
+    largest = ", ".join(f"{e}: {w:.2f} points" for e, w in zip(engines[1:], worst))
+    lines += ["", f"Largest |Δ| over categories: {largest}"]
     return rows, "\n".join(lines) + "\n"
 
 

@@ -96,7 +96,8 @@ def fit_row(row: Row, pre: Preprocessor, support: list[np.ndarray], foreground: 
     """Fit the row's bank on its own backbone (each engine's features make its own bank)."""
     name, preset = row.method.split("/", 1) if "/" in row.method else (row.method, None)
     config = Config().replace(input={"resize": pre.resize, "crop": pre.crop}, method={"name": name, "preset": preset})
-    bank = fit_bank(row.backbone, support, config, foreground=foreground if method_class(name).uses_foreground else None)
+    uses_fg = method_class(name).uses_foreground
+    bank = fit_bank(row.backbone, support, config, foreground=foreground if uses_fg else None)
     row.inspector = Inspector(row.backbone, pre, bank.make_method(), bank.threshold, online=True)
     row.threshold = bank.threshold
 

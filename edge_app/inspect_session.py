@@ -43,8 +43,8 @@ def decide_serving(feature_graph: Path | None, engine_dir: str | os.PathLike | N
 
     engine_dir: a folder from `edge-foct build-engines`; TensorRT is taken only when it holds an engine
     built from ``feature_graph`` (matched by sha256; None: that match is not checked). engine:
-    "auto" | "tensorrt" | "cuda" | "openvino[:f32|:bf16]" | "cpu"; compute: "auto" | "numpy" | "cuda" (GpuError when the asked
-    path is not here)."""
+    "auto" | "tensorrt" | "cuda" | "openvino[:f32|:bf16]" | "cpu"; compute: "auto" | "numpy" | "cuda"
+    (GpuError when the asked path is not here)."""
     sha = file_sha256(feature_graph) if engine_dir is not None and feature_graph is not None else None
     return ServingChoice(choose_engine(engine_dir, engine, sha, feature_graph), *decide(compute))
 
@@ -63,7 +63,8 @@ def open_backbone(graph: Path, engine: EngineChoice, plan: ThreadPlan | None = N
     return Backbone.from_engine(open_engine(engine, graph, plan), graph)
 
 
-def load_backbone(graph: Path, engine: str = "auto", plan: ThreadPlan | None = None) -> tuple[Backbone, EngineChoice]:
+def load_backbone(graph: Path, engine: str = "auto",
+                  plan: ThreadPlan | None = None) -> tuple[Backbone, EngineChoice]:
     """fit, eval and bench: the start-up engine decision for ``graph`` (no TensorRT folder), logged."""
     choice = choose_engine(None, engine, graph=graph)
     log.info("backbone engine: %s", choice.describe())

@@ -63,7 +63,8 @@ def test_bench_compare_runs_engines_and_plans_interleaved(demo_category, random_
                    ("openvino [CPU, f32]", "f32", "e1 b1 cv1"),
                    ("openvino [CPU, f32]", "f32", rows[3]["threads_short"])]
     assert rows[1]["threads_short"].startswith("elib+spin") and rows[1]["threads"]["source"].startswith("library")
-    assert rows[0]["engine_description"].endswith("(1 threads, no spin)") and "1 threads]" in rows[2]["engine_description"]
+    assert rows[0]["engine_description"].endswith("(1 threads, no spin)")
+    assert "1 threads]" in rows[2]["engine_description"]
     assert len(order) == 4 * 4 and len(set(order[:4])) == 4  # frame 0 went through all 4 rows before frame 1
     assert order[:4] == order[4:8] == order[12:16]
     assert "4 rows interleaved" in (tmp_path / "bench.md").read_text()

@@ -31,7 +31,8 @@ def test_doctor_json_is_consistent(tmp_path):
     # OpenVINO is taken exactly when it is installed with a CPU device (x86) and no GPU path is here
     if not info["cuda_devices"]:
         assert not info["numba_cuda_device_usable"]
-        ov_here = info["openvino"] is not None and "CPU" in info["openvino_devices"] and info["machine"].endswith("x86_64")
+        ov_here = (info["openvino"] is not None and "CPU" in info["openvino_devices"]
+                   and info["machine"].endswith("x86_64"))
         assert (serve["engine"] == "openvino") == ov_here
         if serve["engine"] == "openvino":
             assert serve["precision"] in ("f32", "bf16") and "OpenVINO on the CPU" in serve["engine_reason"]

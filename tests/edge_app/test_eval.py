@@ -182,7 +182,8 @@ def test_eval_records_engine_and_thread_plan_and_engines_agree(demo_category, ra
     assert (run["threads"]["engine"], run["threads"]["blas"], run["threads"]["source"]) == (1, 1, "--threads 1")
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
     ov_run, _ = _eval(demo_category, random_backbone, tmp_path / "ov", *args, "--engine", "openvino:f32")
-    assert ov_run["run"]["backbone"]["engine"].startswith("openvino") and ov_run["run"]["backbone"]["precision"] == "f32"
+    ov_backbone = ov_run["run"]["backbone"]
+    assert ov_backbone["engine"].startswith("openvino") and ov_backbone["precision"] == "f32"
     auc = lambda g: g["records"][0]["metrics"]["image_auroc"]["per_split"]  # noqa: E731
     assert auc(ov_run) == auc(ort_run)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
