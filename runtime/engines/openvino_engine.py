@@ -67,6 +67,12 @@ def read_blocker(path: str | os.PathLike, core=None) -> str | None:
     return None
 
 
+def _release(handles: dict) -> None:
+    """Drop OpenVINO's infer request, then its compiled model."""
+    handles.pop("request", None)
+    handles.clear()
+
+
 def _metadata(model) -> dict[str, str]:
     """The ONNX graph's metadata_props, which OpenVINO's ONNX reader keeps under rt_info "framework"."""
     info = model.get_rt_info()
@@ -108,21 +114,21 @@ class OpenVinoEngine:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             model = core.read_model(str(path))
-            self._compiled = core.compile_model(model, "CPU", config)
+            compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError / its own types for a bad file
             raise BackboneError(f"{path}: OpenVINO cannot load it ({_why_not(e)}); use --engine cpu "
                                 f"(ONNX Runtime)") from None
-        self._request = self._compiled.create_infer_request()
-        # Released before the interpreter tears modules down (weakref.finalize runs at exit too):
-        # left to finalisation order, OpenVINO's objects can be destroyed after the state their
-        # destructors use, and the process ended with SIGSEGV after its last frame (1 run in ~5).
-        self._handles = [self._request, self._compiled]
-        weakref.finalize(self, self._handles.clear)
+        # The only references to OpenVINO's objects, released request first, before the interpreter
+        # tears modules down (weakref.finalize also runs at exit): left to finalisation order, a
+        # serve process ended with SIGSEGV after its last frame in ~1 run of 7 (test_serve kill-9).
+        self._ov = {"request": compiled.create_infer_request(), "compiled": compiled}
+        weakref.finalize(self, _release, self._ov)
         self.path, self.precision = path, precision
-        self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         self.metadata = _metadata(model)
-        self.inputs = tuple(_spec(p) for p in self._compiled.inputs)
-        self.outputs = tuple(_spec(p) for p in self._compiled.outputs)
+        self.inputs = tuple(_spec(p) for p in compiled.inputs)
+        self.outputs = tuple(_spec(p) for p in compiled.outputs)
+        del compiled, model  # OpenVINO's objects are held in self._ov only
         self._dtypes = {s.name: np.dtype(s.dtype) for s in self.inputs}
         self.version = ov.__version__.split("-")[0]
         self.description = f"openvino {self.version} [CPU, {precision}, {self.threads} threads]"
@@ -131,8 +137,7 @@ class OpenVinoEngine:
     def close(self) -> None:
         """Release the infer request and the compiled model (also done when the engine is collected and
         at interpreter exit); the engine cannot run afterwards."""
-        self._handles.clear()
-        self._request = self._compiled = None
+        _release(self._ov)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """feeds: input name -> array (cast to the graph's dtype) -> output name -> new array."""
@@ -140,6 +145,8 @@ class OpenVinoEngine:
         if missing:
             raise BackboneError(f"{self.path.name}: missing input(s) {missing}; the inputs are "
                                 f"{[s.name for s in self.inputs]}")
+        if not self._ov:
+            raise BackboneError(f"{self.path.name}: this OpenVINO engine was closed")
         host = [np.ascontiguousarray(feeds[s.name], self._dtypes[s.name]) for s in self.inputs]
-        result = self._request.infer(dict(enumerate(host)))
-        return {s.name: np.array(result[port], copy=True) for s, port in zip(self.outputs, self._compiled.outputs)}
+        result = self._ov["request"].infer(dict(enumerate(host)))
+        return {s.name: np.array(result[i], copy=True) for i, s in enumerate(self.outputs)}

@@ -52,7 +52,8 @@ def test_protocol_and_contract(random_backbone):
     bb, bb_ref = Backbone.from_engine(engine, random_backbone), Backbone.load(random_backbone)
     assert bb.info == bb_ref.info  # the same identity (sha256, feature dim) a bank checks
     engine.close()  # OpenVINO's objects released now, not left to interpreter teardown
-    assert engine._handles == [] and engine._request is None
+    with pytest.raises(BackboneError, match="was closed"):
+        engine.run({names.BACKBONE_INPUT: np.zeros((1, 3, 64, 64), np.float32)})
 
 
 def test_outputs_are_owned_by_the_caller(random_backbone, x):
