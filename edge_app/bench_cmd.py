@@ -1,11 +1,14 @@
 """``edge-foct bench``: per-stage latency of the served path (runtime/pipeline.py's Inspector).
 
-For each method: fit a bank on ``--shots`` support images (``--data``'s train/good, or the
-built-in demo part, so it runs on a fresh machine), then push ``--warmup`` + ``--frames`` frames
-(the category's test images, decoded beforehand and cycled, like frames already in memory)
-through ``Inspector.inspect`` online, and report the median / p95 / p99 of every stage after
-warm-up, the process's peak RSS, the method's FLOPs per image (``Method.flops``), the machine,
-and the papers' per-image timings beside them.
+Rows: every engine (``--engine``, or several with ``--compare``) x thread plan (``--threads``, one
+or several) x method. Each row fits its own bank on ``--shots`` support images (``--data``'s
+train/good, or the built-in demo part, so it runs on a fresh machine) with its own backbone; then
+``--warmup`` + ``--frames`` frames (the category's test images, decoded beforehand and cycled, like
+frames already in memory) go through ``Inspector.inspect`` online, interleaved: frame i through
+every row before frame i+1, so that a load change on a shared machine hits every row alike. Each
+row reports the median / p95 / p99 of every stage after warm-up, its engine, precision and thread
+plan, the process's peak RSS, the method's FLOPs per image (``Method.flops``), the machine, and the
+papers' per-image timings beside them.
 """
 
 from __future__ import annotations
@@ -14,28 +17,34 @@ import datetime as dt
 import resource
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.config import Config
+from edge_foct.runtime.engines.choose import EngineChoice, choose_engine
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
 from edge_foct.runtime.methods import Method, make_params, method_class
 from edge_foct.runtime.pipeline import Inspector
 from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.threads import ThreadPlan, apply_plan, library_defaults, plan_threads, set_limits
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .demo_data import write_demo_dataset
 from .eval_cmd import MultiValueCommand, load_foreground, parse_methods
+from .inspect_session import open_backbone
 from .machine_info import describe, kernel_path, machine_info
 from .report import latency_table
+from .run_options import ENGINE_HELP
 
 #: per-image inference on an RTX 3090, seed 001 (FastRef) Table 3, in seconds
 PAPERS_RTX3090 = {"patchcore": 0.21, "patchcore+": 0.49, "winclip": 0.50, "winclip+": 0.81}
@@ -56,35 +65,94 @@ def memory_rows(method: Method, d: int, diagnostics: dict[str, Any]) -> tuple[in
     return sum(int(a.shape[0]) for a in arrays.values() if a.ndim == 2 and a.shape[1] == d), "array rows"
 
 
-def bench_method(bb: Backbone, pre: Preprocessor, label: str, support: list[np.ndarray],
-                 frames: list[np.ndarray], n: int, warmup: int, foreground: Any) -> dict[str, Any]:
-    name, preset = label.split("/", 1) if "/" in label else (label, None)
+@dataclass
+class Row:
+    """One (engine, thread plan, method) of the run, with its own backbone, bank and timings."""
+
+    method: str
+    engine: str  # the --compare entry, e.g. "cpu", "openvino:f32"
+    choice: EngineChoice
+    plan: ThreadPlan
+    backbone: Backbone
+    inspector: Inspector | None = None
+    threshold: float = float("nan")
+    times: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+def open_rows(graph: Path, engines: list[str], plans: list[ThreadPlan], labels: list[str]) -> list[Row]:
+    """One backbone per (engine, plan) -- shared by that pair's methods -- and one row per method."""
+    rows = []
+    for engine in engines:
+        choice = choose_engine(None, engine, graph=graph)
+        for plan in plans:
+            set_limits(plan)
+            bb = open_backbone(graph, choice, plan)
+            rows += [Row(label, engine, choice, plan, bb) for label in labels]
+    return rows
+
+
+def fit_row(row: Row, pre: Preprocessor, support: list[np.ndarray], foreground: Any) -> None:
+    """Fit the row's bank on its own backbone (each engine's features make its own bank)."""
+    name, preset = row.method.split("/", 1) if "/" in row.method else (row.method, None)
     config = Config().replace(input={"resize": pre.resize, "crop": pre.crop}, method={"name": name, "preset": preset})
-    bank = fit_bank(bb, support, config, foreground=foreground if method_class(name).uses_foreground else None)
-    method = bank.make_method()
-    insp = Inspector(bb, pre, method, bank.threshold, online=True)
-    times = {s: [] for s in STAGES}
-    last: dict[str, Any] = {}
-    for i in tqdm(range(warmup + n), desc=f"bench {label}", unit="frame", file=sys.stderr):
-        r = insp.inspect(frames[i % len(frames)])
-        if i >= warmup:
-            for s in STAGES:
-                times[s].append(r.timings_ms[s])
-        last = r.diagnostics
+    uses_fg = method_class(name).uses_foreground
+    bank = fit_bank(row.backbone, support, config, foreground=foreground if uses_fg else None)
+    row.inspector = Inspector(row.backbone, pre, bank.make_method(), bank.threshold, online=True)
+    row.threshold = bank.threshold
+
+
+def row_result(row: Row, pre: Preprocessor, n: int, warmup: int) -> dict[str, Any]:
+    name, preset = row.method.split("/", 1) if "/" in row.method else (row.method, None)
+    method, bb = row.inspector.method, row.backbone
     q, d = pre.grid[0] * pre.grid[1], bb.info.feature_dim
-    m, m_source = memory_rows(method, d, last)
+    m, m_source = memory_rows(method, d, row.last)
     flops = method_class(name).flops(m, q, d, make_params(name, None, preset))
     lat = {s: {"median": float(np.median(v)), "p95": float(np.percentile(v, 95)),
-               "p99": float(np.percentile(v, 99)), "mean": float(np.mean(v))} for s, v in times.items()}
-    return {"method": label, "frames": n, "warmup": warmup, "latency_ms": lat, "memory_rows": m,
+               "p99": float(np.percentile(v, 99)), "mean": float(np.mean(v))} for s, v in row.times.items()}
+    return {"method": row.method, "engine": row.choice.where(), "engine_description": bb.engine.description,
+            "engine_choice": row.choice.describe(),
+            "precision": row.choice.precision, "threads": row.plan.to_json(), "threads_short": row.plan.short(),
+            "frames": n, "warmup": warmup, "latency_ms": lat, "memory_rows": m,
             "memory_rows_source": m_source, "patches": q, "feature_dim": d,
             "method_flops": None if flops is None else float(flops),
-            "threshold": bank.threshold, "peak_rss_mib": peak_rss_mib()}
+            "threshold": row.threshold, "peak_rss_mib": peak_rss_mib()}
+
+
+def run_rows(rows: list[Row], frames: list[np.ndarray], n: int, warmup: int) -> None:
+    """Frame i goes through every row before frame i+1 (interleaved: a load change on a shared
+    machine hits every row alike); each row's thread plan is set before its frame."""
+    controller = ThreadpoolController()
+    for i in tqdm(range(warmup + n), desc=f"bench {len(rows)} rows, interleaved", unit="frame", file=sys.stderr):
+        for row in rows:
+            set_limits(row.plan, controller)
+            r = row.inspector.inspect(frames[i % len(frames)])
+            if i >= warmup:
+                for s in STAGES:
+                    row.times[s].append(r.timings_ms[s])
+            row.last = r.diagnostics
+
+
+def parse_threads(values: list[str]) -> list[ThreadPlan]:
+    """--threads values: N (cores), "default" (every usable core) or "library" (no plan)."""
+    plans = []
+    for v in values:
+        if v == "library":
+            plans.append(library_defaults())
+        elif v == "default":
+            plans.append(plan_threads(None))
+        elif v.isdigit() and int(v) >= 1:
+            plans.append(plan_threads(int(v)))
+        else:
+            raise EdgeFoctError(f"--threads {v!r}: give a number of cores >= 1, 'default' or 'library'")
+    return plans
 
 
 def run_bench(backbone: str | None, size: int | None, methods: list[str], frames: int, warmup: int,
-              data: Path | None, shots: int, seed: int, threads: int | None, out: Path | None) -> dict[str, Any]:
+              data: Path | None, shots: int, seed: int, threads: list[str], out: Path | None,
+              engines: list[str] = ("auto",)) -> dict[str, Any]:
     specs = parse_methods(methods)
+    plans = parse_threads(list(threads))
     with tempfile.TemporaryDirectory(prefix="edge-foct-bench-") as tmp:
         cat = data if data is not None else write_demo_dataset(tmp)
         train = list_images(cat / "train" / "good") if (cat / "train" / "good").is_dir() else []
@@ -96,32 +164,43 @@ def run_bench(backbone: str | None, size: int | None, methods: list[str], frames
         support = [read_image(train[i]) for i in sorted(rng.choice(len(train), shots, replace=False))]
         images = [read_image(p) for p in test[: max(1, min(len(test), frames + warmup))]]
     resolved = resolve_backbone(backbone)
-    bb = Backbone.load(resolved.path, threads=threads)
-    specs = parse_methods(methods, bb.side_arrays())
-    pre = bb.preprocessor(size, size)
+    probe = Backbone.load(resolved.path)  # its side data and input size; every row opens its own engine
+    specs = parse_methods(methods, probe.side_arrays())
+    pre = probe.preprocessor(size, size)
+    del probe
     needs_fg = any(method_class(s.name).uses_foreground for s in specs)
     foreground, fg_note = load_foreground() if needs_fg else (None, "not used")
+    apply_plan(plans[0])  # logs the first plan; every row sets its own before it runs
     rss0 = peak_rss_mib()
-    rows = [bench_method(bb, pre, s.label, support, images, frames, warmup, foreground) for s in specs]
+    rows = open_rows(resolved.path, list(engines), plans, [s.label for s in specs])
+    for row in rows:
+        set_limits(row.plan)
+        fit_row(row, pre, support, foreground)
+    run_rows(rows, images, frames, warmup)
+    results = [row_result(row, pre, frames, warmup) for row in rows]
+    info = rows[0].backbone.info
     result = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "data": str(data) if data else "built-in demo part", "shots": shots, "seed": seed,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid)},
-        "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
+        "backbone": {**info.to_json(), "source": resolved.source, "engine": rows[0].backbone.engine.description,
                      "kernels": kernel_path(resolved.path)},
+        "engines": list(engines), "threads": [p.to_json() for p in plans], "interleaved": len(rows) > 1,
         "foreground": fg_note, "peak_rss_before_methods_mib": rss0, "papers_rtx3090_s": PAPERS_RTX3090,
-        "machine": machine_info(), "results": rows,
-        "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
+        "machine": machine_info(), "results": results,
+        "warnings": [] if info.pretrained else [UNTRAINED_WARNING],
     }
-    table = latency_table(rows, PAPERS_RTX3090)
-    md = (f"{describe(result['machine'])}\n\nbackbone {bb.info.backbone_id} ({bb.engine.description}), "
-          f"input {pre.crop}x{pre.crop}, {shots}-shot bank, {frames} frames after {warmup} warm-up\n\n{table}")
+    table = latency_table(results, PAPERS_RTX3090)
+    how = (f"{len(rows)} rows interleaved frame by frame in one process (peak RSS is the process's, all rows "
+           f"loaded)" if len(rows) > 1 else "one row")
+    md = (f"{describe(result['machine'])}\n\nbackbone {info.backbone_id}, input {pre.crop}x{pre.crop}, {shots}-shot bank, "
+          f"{frames} frames after {warmup} warm-up, {how}\n\n{table}")
     if out is not None:
         atomic.write_json(out / "bench.json", result)
         atomic.write_bytes(out / "bench.md", md.encode())
     click.echo(md)
-    if not bb.info.pretrained:
+    if not info.pretrained:
         click.echo(f"WARNING: {UNTRAINED_WARNING}", err=True)
     return result
 
@@ -136,14 +215,20 @@ def run_bench(backbone: str | None, size: int | None, methods: list[str], frames
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed frames first.")
 @click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="MVTec-layout category (support from train/good, frames from test/). Default: the demo part.")
-@click.option("--shots", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Support images of the benchmarked bank.")
+@click.option("--shots", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Support images of the benchmarked bank (0: zero-shot methods).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own).")
+@click.option("--threads", multiple=True, default=("default",), show_default=True,
+              help="Thread plan(s): N cores, 'default' (every usable core) or 'library' (no plan: each "
+                   "library's own threads); several values are run interleaved.")
+@click.option("--engine", default="auto", show_default=True, help=ENGINE_HELP)
+@click.option("--compare", multiple=True, default=(),
+              help="Engines to run interleaved in one run instead of --engine, e.g. `cpu openvino openvino:f32`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for bench.json and bench.md (default: print only).")
-def command(backbone, size, methods, frames, warmup, data, shots, seed, threads, out) -> None:
-    """Per-stage latency (median/p95/p99), peak memory and FLOPs per method, beside the papers' timings."""
+def command(backbone, size, methods, frames, warmup, data, shots, seed, threads, engine, compare, out) -> None:
+    """Per-stage latency (median/p95/p99), peak memory and FLOPs per engine, thread plan and method."""
     if frames < 1 or warmup < 0:
         raise EdgeFoctError("--frames must be >= 1 and --warmup >= 0")
-    run_bench(backbone, size, list(methods), frames, warmup, data, shots, seed, threads, out)
+    engines = [e for v in compare for e in v.replace(",", " ").split()] or [engine]
+    run_bench(backbone, size, list(methods), frames, warmup, data, shots, seed, list(threads), out, engines)

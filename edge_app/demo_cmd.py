@@ -21,6 +21,7 @@ from .fit_cmd import run_fit
 from .inspect_session import open_session
 from .metrics import auroc
 from .predict_cmd import predict_images
+from .run_options import engine_option, start_threads, threads_option
 
 
 @click.command("demo", epilog=methods_epilog())
@@ -39,8 +40,11 @@ from .predict_cmd import predict_images
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Calibrate the threshold on the train/good images not used as support.")
 @click.option("--download", is_flag=True, help="Allow torchvision to download WideResNet-50-2 weights.")
-def command(data, out, backbone, method, preset, shots, seed, size, calibrate, download) -> None:
+@engine_option
+@threads_option
+def command(data, out, backbone, method, preset, shots, seed, size, calibrate, download, engine, threads) -> None:
     """Fit on a few good images and inspect a test set, in one command."""
+    plan = start_threads(threads)
     category = data if data is not None else write_demo_dataset(out / "data", n_train=12)  # 2 support + 10 calibration
     train, test = category / "train" / "good", category / "test"
     if not train.is_dir() or not test.is_dir():
@@ -49,9 +53,9 @@ def command(data, out, backbone, method, preset, shots, seed, size, calibrate, d
     # always has a few more photos of good parts than the memory needs
     bank = run_fit([str(train)], backbone, out / "bank", shots, seed, None, method, preset, size, None,
                    calibrate=[str(train)] if calibrate and len(list_images([str(train)])) > shots else None,
-                   download=download, force=True)  # the demo's own folder: refitted each run
+                   download=download, force=True, engine=engine, plan=plan)  # the demo's own folder: refitted each run
     paths = [p for d in sorted(q for q in test.iterdir() if q.is_dir()) for p in list_images(d)]
-    session = open_session(bank)
+    session = open_session(bank, engine=engine, plan=plan)
     records = predict_images(session, paths, out / "predict")
     ok = [r for r in records if "error" not in r]
     labels = np.array([Path(r["path"]).parent.name != "good" for r in ok])

@@ -1,7 +1,8 @@
-"""``edge-foct doctor``: what this machine offers the GPU path, and which path ``serve`` would take.
+"""``edge-foct doctor``: what this machine offers the GPU and CPU paths, and which path ``serve`` would take.
 
-Probes only (runtime/cuda/probe.py): it never fails on a machine without a GPU, a driver, TensorRT
-or the ``gpu`` extra; each missing piece is printed with the reason. The "serve would take" line is
+Probes only (runtime/cuda/probe.py, OpenVINO's device list): it never fails on a machine without a
+GPU, a driver, TensorRT, OpenVINO or the ``gpu`` extra; each missing piece is printed with the reason,
+and so is the thread plan (runtime/threads.py) the commands would start with. The "serve would take" line is
 ``decide_serving``, the very decision ``serve`` and ``predict`` make at start-up (inspect_session.py):
 with ``--bank`` (and ``--engines``) it also checks that the folder holds an engine of that bank's backbone.
 """
@@ -15,13 +16,25 @@ from pathlib import Path
 import click
 
 
-def collect(engine_dir: Path | None = None, bank_dir: Path | None = None) -> dict:
+def _openvino() -> tuple[str | None, list[str]]:
+    """(OpenVINO's version or None, its devices)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None, []
+    return ov.__version__.split("-")[0], list(ov.Core().available_devices)
+
+
+def collect(engine_dir: Path | None = None, bank_dir: Path | None = None, threads: int | None = None) -> dict:
     """Everything doctor prints, as a JSON-able dict."""
     import onnxruntime as ort
 
     from edge_foct import __version__
     from edge_foct.runtime.bank import Bank
     from edge_foct.runtime.cuda import probe
+    from edge_foct.runtime.threads import plan_threads
+
+    from .machine_info import cpu_flags
 
     from .inspect_session import bank_feature_graph, decide_serving
 
@@ -32,6 +45,8 @@ def collect(engine_dir: Path | None = None, bank_dir: Path | None = None) -> dic
     graph = bank_feature_graph(Bank.load(bank_dir)) if bank_dir is not None else None
     choice = decide_serving(graph, engine_dir)
     engine = choice.engine
+    ov_version, ov_devices = _openvino()
+    plan = plan_threads(threads)
     return {
         "edge_foct": __version__,
         "python": platform.python_version(),
@@ -40,13 +55,16 @@ def collect(engine_dir: Path | None = None, bank_dir: Path | None = None) -> dic
                           f"{d.compute_capability[1]}", "sm": d.sm, "memory_gib": d.memory_gib} for d in devices],
         "cuda_devices_note": dev_reason,
         "tensorrt": trt, "tensorrt_note": trt_reason,
+        "cpu_flags": cpu_flags(),
         "onnxruntime": ort.__version__, "onnxruntime_providers": ort.get_available_providers(),
+        "openvino": ov_version, "openvino_devices": ov_devices,
+        "threads": {**plan.to_json(), "describe": plan.describe()},
         "numba_cuda": nb_version, "numba_cuda_device_usable": nb_usable, "numba_cuda_note": nb_reason,
         "nvvm": nvvm, "nvvm_note": nvvm_reason,
         "serve": {"engine": engine.backend, "providers": list(engine.providers),
                   "engine_dir": str(engine.engine_dir) if engine.engine_dir else None,
                   "engine_file": str(engine.engine_file) if engine.engine_file else None,
-                  "engine_reason": engine.reason, "compute": choice.compute, "compute_reason": choice.compute_reason,
+                  "engine_reason": engine.reason, "precision": engine.precision, "compute": choice.compute, "compute_reason": choice.compute_reason,
                   "bank": str(bank_dir) if bank_dir is not None else None},
     }
 
@@ -62,19 +80,24 @@ def render(info: dict) -> str:
         lines.append(f"CUDA devices: none ({info['cuda_devices_note']})")
     lines.append(f"TensorRT: {info['tensorrt'] or 'not installed'}" + ("" if info["tensorrt"] else
                                                                        f" ({info['tensorrt_note']})"))
+    lines.append(f"CPU flags that pick kernels: {' '.join(info['cpu_flags']) or 'none of those listed'}")
     lines.append(f"ONNX Runtime: {info['onnxruntime']}, providers {', '.join(info['onnxruntime_providers'])}")
+    lines.append(f"OpenVINO: {info['openvino']}, devices {', '.join(info['openvino_devices'])}" if info["openvino"]
+                 else "OpenVINO: not installed (pip install 'edge-foct[openvino]')")
     usable = "device usable" if info["numba_cuda_device_usable"] else "no usable device"
     lines.append(f"numba-cuda: {info['numba_cuda'] or 'not installed'}, {usable} ({info['numba_cuda_note']})")
     lines.append(f"libNVVM: {info['nvvm'] or 'not found'} ({info['nvvm_note']})")
     s = info["serve"]
     engine = (f"TensorRT engine {s['engine_file']}" if s["engine_file"] else
               f"TensorRT engines in {s['engine_dir']}" if s["engine"] == "tensorrt"
+              else f"openvino [CPU, {s['precision']}]" if s["engine"] == "openvino"
               else f"onnxruntime [{', '.join(s['providers'])}]")
     lines.append(f"serve would take: engine {engine}; compute backend {s['compute']}")
     lines.append(f"  engine: {s['engine_reason']}")
     if s["engine"] == "tensorrt" and s["bank"] is None:
         lines.append("  (no --bank: not checked that the folder holds an engine built from the bank's backbone)")
     lines.append(f"  compute: {s['compute_reason']}")
+    lines.append(f"  {info['threads']['describe']}")
     return "\n".join(lines)
 
 
@@ -84,7 +107,8 @@ def render(info: dict) -> str:
 @click.option("--bank", "bank_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A bank folder: decide for its backbone exactly as `serve --bank` would.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def command(engine_dir: Path | None, bank_dir: Path | None, as_json: bool) -> None:
-    """What this machine has (CUDA, TensorRT, ONNX Runtime, numba-cuda) and which path serve takes."""
-    info = collect(engine_dir, bank_dir)
+@click.option("--threads", type=int, default=None, help="Show the thread plan for this many cores.")
+def command(engine_dir: Path | None, bank_dir: Path | None, as_json: bool, threads: int | None) -> None:
+    """What this machine has (CUDA, TensorRT, ONNX Runtime, OpenVINO, numba-cuda) and which path serve takes."""
+    info = collect(engine_dir, bank_dir, threads)
     click.echo(json.dumps(info, indent=1) if as_json else render(info))

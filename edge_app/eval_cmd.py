@@ -27,16 +27,19 @@ from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import default_foreground
-from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.image_io import read_image
+from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor, image_aspect
+from edge_foct.runtime.threads import ThreadPlan
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .datasets import Category, find_categories
 from .eval_pool import Context, Task, TaskResult, default_jobs, run_tasks
 from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth
+from .inspect_session import load_backbone
 from .machine_info import kernel_path, machine_info
 from .report import accuracy_table, plot_scores, summarise, write_results
+from .run_options import ENGINE_HELP, start_threads, threads_option
 
 class MultiValueCommand(click.Command):
     """Lets ``--shots 1 2 4`` and ``--shots 1,2,4`` stand for ``--shots 1 --shots 2 --shots 4``
@@ -142,7 +145,7 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
              splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
-             keep_aspect: bool = False) -> list[dict[str, Any]]:
+             keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
@@ -159,7 +162,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         if max(shots) > len(c.train):
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
-    bb = Backbone.load(resolved.path)
+    bb, choice = load_backbone(resolved.path, engine, plan)
     specs = parse_methods(methods, bb.side_arrays())
     pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
@@ -174,7 +177,9 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid),
                   "aspect": "per category (keep-aspect)" if keep_aspect else 1.0},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
+                     "engine_choice": choice.describe(), "precision": choice.precision,
                      "kernels": kernel_path(resolved.path)},
+        "threads": plan.to_json() if plan else None,
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
     }
     records: list[dict[str, Any]] = []
@@ -219,12 +224,18 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
               help="Keep each category's image aspect (short side = --size) instead of a square crop.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Results folder (tables, per-image scores).")
+@click.option("--engine", default="cpu", show_default=True,
+              help=ENGINE_HELP + " eval defaults to cpu (ONNX Runtime, float32): accuracy must not depend on the "
+                                 "machine, and OpenVINO's auto precision is bf16 where the CPU has it.")
+@threads_option
 def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
-            out) -> None:
+            out, engine, threads) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 0 for k in shots):
         raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
     if jobs < 0:
         raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
+    plan = start_threads(threads)
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
-             backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect)
+             backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect,
+             engine=engine, plan=plan)

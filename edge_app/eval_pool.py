@@ -4,7 +4,7 @@ Each run (run_split + split_metrics) depends only on the category's features, wh
 computes first (test images, support images and their jittered views: ``prepare``), so the
 workers are forked after that and read the features copy-on-write: no backbone runs in a worker
 and nothing large is sent between processes (a run returns its metrics and, for split 0, its image
-scores for the plot). Workers limit BLAS to one thread each (threadpoolctl, when installed), so
+scores for the plot). Workers limit BLAS to one thread each (threadpoolctl), so
 ``jobs`` processes use ``jobs`` cores. ``jobs = 1`` runs everything in this process.
 
 Results do not depend on ``jobs`` beyond float rounding: every run is seeded by (seed, shots, split)
@@ -96,10 +96,8 @@ def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
 
 
 def _one_blas_thread() -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # without it each worker keeps BLAS's default thread count
-        return
+    from threadpoolctl import threadpool_limits
+
     threadpool_limits(1)
 
 

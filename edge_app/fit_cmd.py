@@ -8,19 +8,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.config import check_config, load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
 from edge_foct.runtime.image_io import list_images, read_image
 from edge_foct.runtime.methods import METHODS, method_class
 from edge_foct.runtime.preprocess import image_aspect
+from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import finite_threshold
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
 from .cli_options import INPUT_SIZE, METHOD, PRESET_HELP, methods_epilog
+from .inspect_session import load_backbone
 from .options import BUDGET, FINITE
 from .out_dir import ensure_writable, refuse_existing_bank
+from .run_options import engine_option, start_threads, threads_option
 
 log = logging.getLogger("edge_foct.fit")
 
@@ -53,7 +55,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
             threshold: float | None, foreground=None, force: bool = False, download: bool = False,
             keep_aspect: bool = False, calibrate: list[str] | None = None,
-            max_false_alarms: float | None = None) -> Path:
+            max_false_alarms: float | None = None, engine: str = "auto", plan: ThreadPlan | None = None) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
                             input={"resize": size, "crop": size} if size is not None else {})
@@ -75,7 +77,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     if keep_aspect:
         config = config.replace(input={"aspect": image_aspect(images)})
     resolved = resolve_backbone(backbone, download=download)
-    bb = Backbone.load(resolved.path)
+    bb, _ = load_backbone(resolved.path, engine, plan)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,
              "pretrained" if bb.info.pretrained else "RANDOM", bb.engine.description)
     bank = fit_bank(bb, images, config, sources=[str(p) for p in paths], foreground=foreground,
@@ -121,8 +123,12 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
               help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
 @click.option("--download", is_flag=True,
               help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
+@engine_option
+@threads_option
 def command(support, backbone, out, force, shots, seed, method, preset, size, threshold, calibrate, max_false_alarms,
-            config_path, keep_aspect, download) -> None:
+            config_path, keep_aspect, download, engine, threads) -> None:
     """Learn a memory bank from a few images of good parts."""
+    plan = start_threads(threads)
     run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold, force=force,
-            download=download, keep_aspect=keep_aspect, calibrate=list(calibrate), max_false_alarms=max_false_alarms)
+            download=download, keep_aspect=keep_aspect, calibrate=list(calibrate), max_false_alarms=max_false_alarms,
+            engine=engine, plan=plan)

@@ -2,8 +2,9 @@
 
 Two start-up decisions, each made once by ``decide_serving`` (``edge-foct doctor`` prints the same
 one) and logged in one line: the backbone engine (runtime/engines/choose.py: TensorRT engines built
-from this backbone > ONNX Runtime CUDA > ONNX Runtime CPU) and the compute backend of the transport
-maths (runtime/compute_backend.py: CUDA kernels or the NumPy reference).
+from this backbone > ONNX Runtime CUDA > OpenVINO on an x86 CPU > ONNX Runtime CPU) and the compute
+backend of the transport maths (runtime/compute_backend.py: CUDA kernels or the NumPy reference).
+The engine is opened with the command's thread plan (runtime/threads.py, applied by the command).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from edge_foct.runtime.backbone import Backbone, file_sha256
 from edge_foct.runtime.bank import Bank
 from edge_foct.runtime.compute_backend import Backend, decide, make_backend
-from edge_foct.runtime.engines.choose import EngineChoice, choose_engine
+from edge_foct.runtime.engines.choose import EngineChoice, choose_engine, open_engine
 from edge_foct.runtime.errors import BackboneError
 from edge_foct.runtime.pipeline import Inspector
 from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.threads import ThreadPlan
 
 from .backbones import UNTRAINED_WARNING, as_feature_graph
 
@@ -41,10 +43,10 @@ def decide_serving(feature_graph: Path | None, engine_dir: str | os.PathLike | N
 
     engine_dir: a folder from `edge-foct build-engines`; TensorRT is taken only when it holds an engine
     built from ``feature_graph`` (matched by sha256; None: that match is not checked). engine:
-    "auto" | "tensorrt" | "cuda" | "cpu"; compute: "auto" | "numpy" | "cuda" (GpuError when the asked
-    path is not here)."""
+    "auto" | "tensorrt" | "cuda" | "openvino[:f32|:bf16]" | "cpu"; compute: "auto" | "numpy" | "cuda"
+    (GpuError when the asked path is not here)."""
     sha = file_sha256(feature_graph) if engine_dir is not None and feature_graph is not None else None
-    return ServingChoice(choose_engine(engine_dir, engine, sha), *decide(compute))
+    return ServingChoice(choose_engine(engine_dir, engine, sha, feature_graph), *decide(compute))
 
 
 def bank_feature_graph(bank: Bank, backbone: str | None = None) -> Path:
@@ -56,10 +58,17 @@ def bank_feature_graph(bank: Bank, backbone: str | None = None) -> Path:
     return as_feature_graph(path)
 
 
-def open_backbone(graph: Path, engine: EngineChoice) -> Backbone:
-    if engine.backend == "tensorrt":
-        return Backbone.from_tensorrt(engine.engine_file, graph)
-    return Backbone.load(graph, providers=list(engine.providers))
+def open_backbone(graph: Path, engine: EngineChoice, plan: ThreadPlan | None = None) -> Backbone:
+    """The feature graph on the chosen engine (TensorRT: the engine built from it), with the plan's threads."""
+    return Backbone.from_engine(open_engine(engine, graph, plan), graph)
+
+
+def load_backbone(graph: Path, engine: str = "auto",
+                  plan: ThreadPlan | None = None) -> tuple[Backbone, EngineChoice]:
+    """fit, eval and bench: the start-up engine decision for ``graph`` (no TensorRT folder), logged."""
+    choice = choose_engine(None, engine, graph=graph)
+    log.info("backbone engine: %s", choice.describe())
+    return open_backbone(graph, choice, plan), choice
 
 
 @dataclass
@@ -73,12 +82,12 @@ class Session:
 
 def open_session(bank_dir: str | Path, backbone: str | None = None, threshold: float | None = None,
                  online: bool = True, engine_dir: str | os.PathLike | None = None, engine: str = "auto",
-                 compute: str = "auto") -> Session:
+                 compute: str = "auto", plan: ThreadPlan | None = None) -> Session:
     bank = Bank.load(bank_dir)
     graph = bank_feature_graph(bank, backbone)
     choice = decide_serving(graph, engine_dir, engine, compute)
     log.info("backbone engine: %s", choice.engine.describe())
-    bb = open_backbone(graph, choice.engine)
+    bb = open_backbone(graph, choice.engine, plan)
     bank.check_backbone(bb.info)
     backend = make_backend(choice.compute, choice.compute_reason)
     log.info("compute backend: %s", backend.description)

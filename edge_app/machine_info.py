@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 #: distributions whose versions matter for the numbers (absent ones are left out)
-LIBRARIES = ("edge-foct", "numpy", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless",
-             "opencv-python", "scikit-learn", "torch", "tensorrt", "numba-cuda", "cuda-python")
+LIBRARIES = ("edge-foct", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "opencv-python-headless",
+             "opencv-python", "scikit-learn", "threadpoolctl", "torch", "tensorrt", "numba-cuda", "cuda-python")
+#: CPU flags that change which kernels ONNX Runtime, OpenVINO and BLAS run (and so the numbers)
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_bf16", "amx_int8", "asimd", "sve")
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -31,15 +34,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-#: CPU flags that change which ONNX Runtime / BLAS kernels run (int8 dot products, bf16)
-KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
 def cpu_flags() -> list[str]:
-    """The KERNEL_FLAGS this CPU has (Linux /proc/cpuinfo; empty elsewhere)."""
+    """The KERNEL_FLAGS this CPU has (/proc/cpuinfo; empty where it is not readable)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
+            if line.startswith(("flags", "Features")):
                 have = set(line.split(":", 1)[1].split())
                 return [f for f in KERNEL_FLAGS if f in have]
     except OSError:
@@ -118,7 +117,7 @@ def describe(info: dict[str, Any]) -> str:
     load = info.get("load_average_1_5_15")
     commit = info["git"].get("commit")
     tag = f"{commit[:10]}{'+dirty' if info['git'].get('dirty') else ''}" if commit else "no git"
-    flags = ",".join(info.get("cpu_flags") or []) or "flags ?"
-    return (f"{info['cpu']} [{flags}] ({info['cores_usable']} usable cores, load {load[0] if load else '?'}) | {gpu} | "
+    flags = " ".join(info.get("cpu_flags", [])) or "no listed flags"
+    return (f"{info['cpu']} ({info['cores_usable']} usable cores, {flags}, load {load[0] if load else '?'}) | {gpu} | "
             f"onnxruntime {info['versions'].get('onnxruntime', info['versions'].get('onnxruntime-gpu', '?'))}, "
             f"numpy {info['versions'].get('numpy', '?')} | commit {tag}")

@@ -17,6 +17,7 @@ from .inspect_session import Session, open_session
 from .out_dir import clear_predict_outputs, ensure_writable
 from .json_out import dumps
 from .options import FINITE
+from .run_options import engine_option, start_threads, threads_option
 from .render import encode_png, map_png16, overlay_bgr
 
 log = logging.getLogger("edge_foct.predict")
@@ -81,12 +82,16 @@ def predict_images(session: Session, paths: list[Path], out: Path, progress: boo
               help="TensorRT engines from `edge-foct build-engines`: used when built here from this backbone.")
 @click.option("--compute", type=click.Choice(["auto", "numpy", "cuda"]), default="auto", show_default=True,
               help="Transport maths: CUDA kernels (auto: when a GPU is usable) or the NumPy reference.")
-def command(bank_dir, images, out, backbone, threshold, offline, engines, compute) -> None:
+@engine_option
+@threads_option
+def command(bank_dir, images, out, backbone, threshold, offline, engines, compute, engine, threads) -> None:
     """Score IMAGES (files or folders) with a fitted bank."""
+    plan = start_threads(threads)
     paths = list_images(list(images))
     if not paths:
         raise EdgeFoctError(f"no images found in {', '.join(images)}")
-    session = open_session(bank_dir, backbone, threshold, online=not offline, engine_dir=engines, compute=compute)
+    session = open_session(bank_dir, backbone, threshold, online=not offline, engine_dir=engines, compute=compute,
+                           engine=engine, plan=plan)
     records = predict_images(session, paths, out)
     bad = sum("error" in r for r in records)
     flagged = sum(bool(r.get("defective")) for r in records)

@@ -140,14 +140,16 @@ def plot_scores(path: str | Path, title: str, labels: np.ndarray, scores: dict[s
 
 
 def latency_table(rows: list[dict[str, Any]], papers: dict[str, float]) -> str:
-    """Markdown for `edge-foct bench`: per-stage median ms, total p95/p99, FLOPs, the papers' timings."""
+    """Markdown for `edge-foct bench`: engine, precision and thread plan (engine/BLAS/OpenCV threads)
+    per row, per-stage median ms, total p95/p99, FLOPs, the papers' timings."""
     stages = ("preprocess", "backbone", "method", "map")
-    head = (["method"] + [f"{s} ms" for s in stages]
+    head = (["method", "engine", "precision", "threads"] + [f"{s} ms" for s in stages]
             + ["total ms (median / p95 / p99)", "method GFLOP/img", "peak RSS MiB", "paper s/img (RTX 3090)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lat = r["latency_ms"]
-        cells = [r["method"]] + [f"{lat[s]['median']:.1f}" for s in stages]
+        cells = [r["method"], r["engine"], r["precision"] or "–", r["threads_short"]]
+        cells += [f"{lat[s]['median']:.1f}" for s in stages]
         cells.append(f"{lat['total']['median']:.1f} / {lat['total']['p95']:.1f} / {lat['total']['p99']:.1f}")
         cells.append("–" if r["method_flops"] is None else f"{r['method_flops'] / 1e9:.3g}")
         cells.append(f"{r['peak_rss_mib']:.0f}")

@@ -23,6 +23,7 @@ from .serve.app import ServeApp, ServeOptions
 from .serve.http_guard import TOKEN_ENV, check_bind
 from .serve.out_lock import OutLock
 from .serve.demo import prepare_demo
+from .run_options import engine_option, start_threads, threads_option
 from .serve.mqtt_config import load_serve_config, resolve
 from .serve.sources import FOLDER_STATE, CaptureSource, FolderSource
 
@@ -88,6 +89,8 @@ def _window_available() -> bool:
 @click.option("--station", default=None, help="--mqtt: this station's id in the topics, unique on the broker (default: the host name).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TOML with an [mqtt] table: url, station, username, password_file, ca, cert, key, queue_max.")
+@engine_option
+@threads_option
 def command(**opts) -> None:
     """Inspect a live source: verdicts, event log, snapshots and a local dashboard."""
     chosen = [f"--{n}" for n in ("camera", "video", "rtsp", "folder") if opts[n] is not None]
@@ -108,10 +111,11 @@ def command(**opts) -> None:
 
 
 def _serve(lock, bind_warning, broker, bank_dir, camera, video, rtsp, folder, demo, data, out, backbone, method, size,
-           threshold, fixed_threshold, calibrate_frames, host, port, token, allow_hosts, no_dashboard, fps, loop_video, max_frames,
-           save_every, queue, offline, show, keep_snapshots, engines, compute) -> None:
+           threshold, fixed_threshold, calibrate_frames, host, port, token, allow_hosts, no_dashboard, fps, loop_video,
+           max_frames, save_every, queue, offline, show, keep_snapshots, engines, compute, engine, threads) -> None:
+    plan = start_threads(threads)
     if demo:
-        video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method)
+        video, demo_bank = prepare_demo(out / "demo", data, backbone, size, method, engine, plan)
         bank_dir, fps, loop_video = bank_dir or demo_bank, fps or 4.0, True
     if bank_dir is None:
         raise EdgeFoctError("--bank DIR is required (make one with `edge-foct fit`), or try --demo")
@@ -129,7 +133,8 @@ def _serve(lock, bind_warning, broker, bank_dir, camera, video, rtsp, folder, de
                            save_every=save_every, queue=queue, lossless=folder is not None or (video is not None and not fps),
                            max_frames=max_frames, online=not offline, show=show and _window_available(),
                            keep_snapshots=keep_snapshots, engines=engines, compute=compute, token=token,
-                           allow_hosts=tuple(allow_hosts), mqtt=broker, calibrate_frames=calibrate_frames)
+                           allow_hosts=tuple(allow_hosts), mqtt=broker, calibrate_frames=calibrate_frames,
+                           engine=engine, threads=plan)
     app = ServeApp(options, source, stop_event=stop, lock=lock)
     app.start()
     if bind_warning:

@@ -54,13 +54,8 @@ class Backbone:
         return cls(engine, cls.check_contract(engine, path))
 
     @classmethod
-    def from_tensorrt(cls, engine_file: str | os.PathLike, path: str | os.PathLike,
-                      cuda_graph: bool = False) -> "Backbone":
-        """The TensorRT engine built from the feature graph ``path``: the engine runs, the contract and
-        the identity (sha256) are the graph's (TrtEngine.metadata is the graph's, from the manifest)."""
-        from .engines.tensorrt_engine import TrtEngine  # imports TensorRT when called, GPU machines only
-
-        engine = TrtEngine(engine_file, cuda_graph=cuda_graph)
+    def from_engine(cls, engine: Engine, path: str | os.PathLike) -> "Backbone":
+        """Any engine (runtime/engines/choose.py: ``open_engine``) running the feature graph ``path``."""
         return cls(engine, cls.check_contract(engine, Path(path)))
 
     @staticmethod

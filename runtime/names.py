@@ -39,6 +39,10 @@ SEGMENTER_OUTPUT = "mask"  # float32 (1, 1, 1024, 1024) foreground probability
 SEGMENTER_EMBEDDINGS = "image_embeddings"  # float32 (1, 256, 64, 64): encoder graph -> decoder graph
 
 # --- memory bank on disk (runtime/bank.py) ----------------------------------------------------
+#: every graph input/output name above (an engine whose library gives a tensor several names picks these)
+GRAPH_IO_NAMES = frozenset({BACKBONE_INPUT, BACKBONE_OUTPUT, NAVIGATOR_INPUT, NAVIGATOR_OUTPUT, SEGMENTER_INPUT,
+                            SEGMENTER_OUTPUT, SEGMENTER_EMBEDDINGS})
+
 BANK_FORMAT_VERSION = 1
 BANK_ARRAYS = "bank.npz"
 BANK_MANIFEST = "manifest.json"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_foct.runtime import atomic, names
+from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
 
 from ..inspect_session import open_session
@@ -60,6 +61,8 @@ class ServeOptions:
     token: str | None = None  # dashboard access token (http_guard.py); required beyond loopback
     allow_hosts: tuple[str, ...] = ()  # more names the dashboard answers to in the Host header
     calibrate_frames: int = StreamParams.frames  # the stream rule's calibration from the first N frames
+    engine: str = "auto"  # backbone engine (runtime/engines/choose.py)
+    threads: ThreadPlan | None = None  # the process's thread plan (runtime/threads.py), applied by the command
 
 
 class ServeApp:
@@ -88,7 +91,7 @@ class ServeApp:
     def _start(self) -> None:
         o = self.options
         session = open_session(o.bank, o.backbone, o.threshold, online=o.online, engine_dir=o.engines,
-                               compute=o.compute)
+                               compute=o.compute, engine=o.engine, plan=o.threads)
         bank, inspector = session.bank, session.inspector
         learnt = Threshold.from_json(bank.manifest["threshold"])
         stream = None

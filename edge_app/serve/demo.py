@@ -58,7 +58,7 @@ def write_video(frames: list[np.ndarray], path: Path, size: int, fps: float = 4.
 
 
 def prepare_demo(out: Path, data: Path | None, backbone: str | None, size: int,
-                 method: str | None = None) -> tuple[Path, Path]:
+                 method: str | None = None, engine: str = "auto", plan=None) -> tuple[Path, Path]:
     """Write the demo video and fit a 2-shot bank under ``out``; returns (video, bank folder)."""
     category = data if data is not None else write_demo_dataset(out / "data", n_train=8, n_good=24, n_defect=8)
     order = stream_order(category)
@@ -66,5 +66,5 @@ def prepare_demo(out: Path, data: Path | None, backbone: str | None, size: int,
     log.info("demo stream %s: %d frames from %s (%d defective)", video, len(order), category,
              sum(p.parent.name != "good" for p in order))
     bank = run_fit([str(category / "train" / "good")], backbone, out / "bank", SHOTS, SEED, None, method,
-                   None, size, None, force=True)  # the demo folder is the demo's own: refitted each run
+                   None, size, None, force=True, engine=engine, plan=plan)  # the demo's own folder: refitted each run
     return video, bank

@@ -3,14 +3,20 @@
 Order under ``auto``: TensorRT engines (when a folder of engines built on this machine is given,
 TensorRT imports, a GPU is present and, when the backbone's sha256 is given, the folder holds an
 engine built from that graph) > ONNX Runtime's CUDA provider (an onnxruntime-gpu build and
-a GPU) > ONNX Runtime on the CPU. ``tensorrt`` and ``cuda`` ask for one path and fail with the
-reason when it is not there. ORT's TensorRT provider is never picked automatically (its first run
-builds engines for minutes); pass ``gpu_providers("tensorrt")`` to OrtEngine for that.
+a GPU) > OpenVINO on the CPU (an x86 CPU and the ``openvino`` extra installed; precision bf16 where
+the CPU has native bf16, else f32) > ONNX Runtime on the CPU. ``tensorrt``, ``cuda`` and
+``openvino`` (``openvino:f32`` / ``openvino:bf16`` to fix the precision) ask for one path and fail
+with the reason when it is not there; ``cpu`` is ONNX Runtime on the CPU. ORT's TensorRT provider is
+never picked automatically (its first run builds engines for minutes); pass
+``gpu_providers("tensorrt")`` to OrtEngine for that.
+
+``open_engine`` opens the chosen engine with the thread plan's engine threads (runtime/threads.py).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,28 +24,39 @@ import onnxruntime as ort
 
 from ..cuda import probe
 from ..engine_manifest import check_engine_manifest, engine_for_onnx, read_engine_manifest, this_machine
-from ..errors import EdgeFoctError, GpuError
+from ..errors import BackboneError, EdgeFoctError, GpuError
+from ..threads import ThreadPlan
+from .base import Engine
+from .onnxruntime_engine import OrtEngine
+from .openvino_engine import PRECISIONS
 
-CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+CHOICES = ("auto", "tensorrt", "cuda", "openvino", "cpu")
+X86 = ("x86_64", "amd64", "i686", "x86")
 
 
 @dataclass(frozen=True)
 class EngineChoice:
     """backend "tensorrt" (engine_dir holds the engines; engine_file: the backbone's, when its sha256
-    was given) or "onnxruntime" (with ``providers``)."""
+    was given), "onnxruntime" (with ``providers``) or "openvino" (with ``precision``)."""
 
     backend: str
     providers: tuple[str, ...]
     engine_dir: Path | None
     reason: str
     engine_file: Path | None = None
+    precision: str | None = None  # "f32" | "bf16" on the CPU (openvino, onnxruntime); None on a GPU
+
+    def where(self) -> str:
+        if self.engine_file is not None:
+            return f"TensorRT engine {self.engine_file}"
+        if self.backend == "tensorrt":
+            return f"TensorRT engines in {self.engine_dir}"
+        if self.backend == "openvino":
+            return f"openvino [CPU, {self.precision}]"
+        return f"onnxruntime [{', '.join(self.providers)}]"
 
     def describe(self) -> str:
-        where = f"TensorRT engines in {self.engine_dir}" if self.backend == "tensorrt" else \
-            f"onnxruntime [{', '.join(self.providers)}]"
-        if self.engine_file is not None:
-            where = f"TensorRT engine {self.engine_file}"
-        return f"{where} ({self.reason})"
+        return f"{self.where()} ({self.reason})"
 
 
 def _tensorrt_blocker(engine_dir: Path | None, onnx_sha256: str | None = None) -> tuple[str | None, Path | None]:
@@ -60,12 +77,36 @@ def _tensorrt_blocker(engine_dir: Path | None, onnx_sha256: str | None = None) -
         return str(e), None
 
 
+def _openvino_blocker(graph: str | os.PathLike | None = None) -> tuple[str | None, str, str]:
+    """(why OpenVINO cannot run here -- or cannot read ``graph`` when given -- or None when it can,
+    precision for this CPU, why that precision)."""
+    machine = platform.machine()
+    if machine.lower() not in X86:
+        return f"{machine} is not an x86 CPU (OpenVINO's CPU plugin is taken on x86 only)", "f32", ""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "not installed (pip install 'edge-foct[openvino]')", "f32", ""
+    from .openvino_engine import cpu_precision, read_blocker
+
+    core = ov.Core()
+    if "CPU" not in core.available_devices:
+        return f"openvino {ov.__version__} lists no CPU device ({core.available_devices})", "f32", ""
+    blocker = read_blocker(graph, core) if graph is not None else None
+    return blocker, *cpu_precision(core)
+
+
 def choose_engine(engine_dir: str | os.PathLike | None = None, prefer: str = "auto",
-                  onnx_sha256: str | None = None) -> EngineChoice:
+                  onnx_sha256: str | None = None, graph: str | os.PathLike | None = None) -> EngineChoice:
     """The engine path for this machine; raises GpuError when ``prefer`` names a path that is not here.
-    ``onnx_sha256``: the feature graph's; TensorRT is then taken only with an engine built from it."""
-    if prefer not in CHOICES:
-        raise EdgeFoctError(f"engine {prefer!r} is not one of {list(CHOICES)}")
+    ``onnx_sha256``: the feature graph's; TensorRT is then taken only with an engine built from it.
+    ``graph``: the feature graph; OpenVINO is then taken only when it can read it (its ONNX reader
+    does not convert operator-oriented int8 graphs such as QLinearConv ones).
+    prefer: one of CHOICES, or "openvino:f32" / "openvino:bf16"."""
+    asked = prefer
+    prefer, colon, asked_precision = prefer.partition(":")
+    if prefer not in CHOICES or (colon and (prefer != "openvino" or asked_precision not in PRECISIONS)):
+        raise EdgeFoctError(f"engine {asked!r} is not one of {list(CHOICES)} (or openvino:f32, openvino:bf16)")
     engine_dir = Path(engine_dir) if engine_dir is not None else None
     notes = []
     if prefer in ("auto", "tensorrt"):
@@ -85,5 +126,34 @@ def choose_engine(engine_dir: str | os.PathLike | None = None, prefer: str = "au
         if prefer == "cuda":
             raise GpuError(f"ONNX Runtime CUDA asked for, but {blocker}")
         notes.append(f"CUDA: {blocker}")
+    if prefer in ("auto", "openvino"):
+        blocker, precision, why = _openvino_blocker(graph)
+        if blocker is None:
+            if asked_precision:
+                precision, why = asked_precision, "asked for"
+            return EngineChoice("openvino", (), None, "; ".join(notes + [f"OpenVINO on the CPU, {precision}: {why}"]),
+                                precision=precision)
+        if prefer == "openvino":
+            raise BackboneError(f"OpenVINO asked for, but {blocker}")
+        notes.append(f"OpenVINO: {blocker}")
     return EngineChoice("onnxruntime", ("CPUExecutionProvider",), None,
-                        "; ".join(notes) if notes else "asked for")
+                        "; ".join(notes) if notes else "asked for", precision="f32")
+
+
+def open_engine(choice: EngineChoice, graph: str | os.PathLike, plan: ThreadPlan | None = None) -> Engine:
+    """The engine ``choice`` names for the feature graph ``graph`` (the TensorRT engine built from it
+    when the backend is TensorRT), with the plan's engine threads (None: each library's default)."""
+    if choice.backend == "tensorrt":
+        from .tensorrt_engine import TrtEngine  # imports TensorRT when called, GPU machines only
+
+        if choice.engine_file is None:
+            raise GpuError("TensorRT chosen without the backbone's engine file (give the graph's sha256 to "
+                           "choose_engine)")
+        return TrtEngine(choice.engine_file)
+    threads = plan.engine if plan else None
+    if choice.backend == "openvino":
+        from .openvino_engine import OpenVinoEngine
+
+        return OpenVinoEngine(graph, choice.precision, threads)
+    spin = plan.engine_spin if plan else True
+    return OrtEngine(graph, providers=list(choice.providers), threads=threads, spin=spin)

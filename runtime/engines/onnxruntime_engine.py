@@ -54,11 +54,14 @@ class OrtEngine:
     provider_options: one dict per provider (same order), e.g. from ``gpu_providers``.
     Providers that this onnxruntime build lacks, or that fail to start (ORT would silently run on
     the CPU instead), are refused here, once, not silently dropped.
-    threads: intra-op threads (default: ORT's choice, all physical cores).
+    threads: intra-op threads (default: ORT's choice, all physical cores); the graph's nodes run in
+    sequence (one inter-op thread). spin: whether the intra-op threads busy-wait between runs (ORT's
+    default); off, they sleep while the method step's BLAS threads run (runtime/threads.py).
     """
 
     def __init__(self, path: str | os.PathLike, providers: list[str] | None = None,
-                 threads: int | None = None, provider_options: list[dict[str, str]] | None = None) -> None:
+                 threads: int | None = None, provider_options: list[dict[str, str]] | None = None,
+                 spin: bool = True) -> None:
         path = Path(path)
         if not path.is_file():
             raise BackboneError(f"{path}: ONNX file not found")
@@ -69,8 +72,11 @@ class OrtEngine:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
         if threads:
             opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers,
                                                 provider_options=provider_options)
@@ -84,7 +90,10 @@ class OrtEngine:
         self.inputs = tuple(_spec(a) for a in self.session.get_inputs())
         self.outputs = tuple(_spec(a) for a in self.session.get_outputs())
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.description = f"onnxruntime {ort.__version__} [{', '.join(self.session.get_providers())}]"
+        self.threads = threads or 0  # 0: ORT's own choice
+        spun = "" if spin else ", no spin"
+        self.description = (f"onnxruntime {ort.__version__} [{', '.join(self.session.get_providers())}] "
+                            f"({threads or 'default'} threads{spun})")
         log.info("engine %s: %s", path.name, self.description)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,7 +15,8 @@ def doctor(*args: str) -> subprocess.CompletedProcess:
 def test_doctor_text_names_every_part():
     res = doctor()
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
-    for label in ("CUDA dev", "TensorRT:", "ONNX Runtime:", "numba-cuda:", "libNVVM:", "serve would take: engine"):
+    for label in ("CUDA dev", "TensorRT:", "ONNX Runtime:", "OpenVINO:", "numba-cuda:", "libNVVM:",
+                  "serve would take: engine", "threads: engine", "CPU flags"):
         assert label in res.stdout, (label, res.stdout)
 
 
@@ -25,9 +26,18 @@ def test_doctor_json_is_consistent(tmp_path):
     info = json.loads(res.stdout)
     serve = info["serve"]
     assert serve["compute"] == ("cuda" if info["numba_cuda_device_usable"] else "numpy")
-    assert serve["engine"] == "onnxruntime"  # an empty --engines folder has no manifest
+    assert serve["engine"] in ("onnxruntime", "openvino")  # an empty --engines folder has no manifest
     assert "engine manifest" in serve["engine_reason"] or "TensorRT" in serve["engine_reason"]
+    # OpenVINO is taken exactly when it is installed with a CPU device (x86) and no GPU path is here
     if not info["cuda_devices"]:
-        assert serve["providers"] == ["CPUExecutionProvider"] and not info["numba_cuda_device_usable"]
+        assert not info["numba_cuda_device_usable"]
+        ov_here = (info["openvino"] is not None and "CPU" in info["openvino_devices"]
+                   and info["machine"].endswith("x86_64"))
+        assert (serve["engine"] == "openvino") == ov_here
+        if serve["engine"] == "openvino":
+            assert serve["precision"] in ("f32", "bf16") and "OpenVINO on the CPU" in serve["engine_reason"]
+        else:
+            assert serve["providers"] == ["CPUExecutionProvider"] and "OpenVINO:" in serve["engine_reason"]
+    assert info["threads"]["cores"] >= 1 and info["threads"]["engine"] == info["threads"]["cores"]
     for d in info["cuda_devices"]:
         assert d["sm"] == "sm_" + d["compute_capability"].replace(".", "")

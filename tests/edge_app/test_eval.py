@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -192,3 +193,27 @@ def test_split_supports_are_distinct_when_possible():
             assert all(len(set(x)) == shots for x in sets)
             assert len(set(sets)) == min(5, math.comb(n, shots)), (n, shots, seed, sets)
             assert sets == [tuple(draw_split(cat, shots, s, seed)[0]) for s in range(5)]  # reproducible
+def test_eval_records_engine_and_thread_plan_and_engines_agree(demo_category, random_backbone, tmp_path):
+    """--engine / --threads reach the run record; OpenVINO f32 ranks the images as ONNX Runtime does,
+    and benchmarks/engine_parity.py says so."""
+    args = ("--methods", "patchcore", "--shots", "2", "--splits", "2", "--threads", "1")
+    ort_run, _ = _eval(demo_category, random_backbone, tmp_path / "ort", *args, "--engine", "cpu")
+    run = ort_run["run"]
+    assert run["backbone"]["engine"].startswith("onnxruntime") and "(1 threads, no spin)" in run["backbone"]["engine"]
+    assert run["backbone"]["precision"] == "f32" and run["backbone"]["engine_choice"].endswith("(asked for)")
+    assert (run["threads"]["engine"], run["threads"]["blas"], run["threads"]["source"]) == (1, 1, "--threads 1")
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
+    ov_run, _ = _eval(demo_category, random_backbone, tmp_path / "ov", *args, "--engine", "openvino:f32")
+    ov_backbone = ov_run["run"]["backbone"]
+    assert ov_backbone["engine"].startswith("openvino") and ov_backbone["precision"] == "f32"
+    auc = lambda g: g["records"][0]["metrics"]["image_auroc"]["per_split"]  # noqa: E731
+    assert auc(ov_run) == auc(ort_run)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        from engine_parity import parity
+    finally:
+        sys.path.pop(0)
+    rows, md = parity([ort_run, ov_run])
+    assert rows[0]["others"][0]["delta_points"] == 0 and "openvino" in md and " (!) |" not in md
+    with pytest.raises(SystemExit, match="differ in"):
+        parity([ort_run, {**ov_run, "run": {**ov_run["run"], "seed": 1}}])

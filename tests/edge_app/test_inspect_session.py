@@ -36,7 +36,11 @@ def bank(tmp_path_factory, random_backbone, demo_category) -> Path:
 
 
 @pytest.mark.skipif(HAS_GPU, reason="a GPU is present: auto would take it")
-def test_cpu_default_is_onnxruntime_cpu_and_numpy(bank, caplog, monkeypatch):
+@pytest.mark.parametrize("openvino", ["absent", "as installed"])
+def test_cpu_default_is_openvino_or_onnxruntime_cpu_and_numpy(bank, caplog, monkeypatch, openvino):
+    if openvino == "absent":
+        monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    expected = choose.choose_engine().backend  # openvino on an x86 CPU with the extra, else onnxruntime
     handed = []
     monkeypatch.setattr(Method, "use_backend", lambda self, backend: handed.append(backend))
     with caplog.at_level(logging.INFO, logger="edge_foct"):
@@ -44,9 +48,17 @@ def test_cpu_default_is_onnxruntime_cpu_and_numpy(bank, caplog, monkeypatch):
     lines = [r.getMessage() for r in caplog.records]
     engine_lines = [m for m in lines if m.startswith("backbone engine:")]
     compute_lines = [m for m in lines if m.startswith("compute backend:")]
-    assert len(engine_lines) == 1 and "onnxruntime [CPUExecutionProvider]" in engine_lines[0]
+    if expected == "openvino":
+        assert len(engine_lines) == 1 and "openvino [CPU, " in engine_lines[0]
+        assert session.backbone.engine.description.startswith("openvino ")
+    else:
+        assert len(engine_lines) == 1 and "onnxruntime [CPUExecutionProvider]" in engine_lines[0]
+        assert session.backbone.engine.description.startswith("onnxruntime ")
+        assert "[CPUExecutionProvider]" in session.backbone.engine.description
+    if openvino == "absent":
+        assert expected == "onnxruntime" and ("OpenVINO: not installed" in engine_lines[0]
+                                              or "not an x86 CPU" in engine_lines[0])
     assert len(compute_lines) == 1 and "numpy reference" in compute_lines[0]
-    assert session.backbone.engine.description.endswith("[CPUExecutionProvider]")
     assert session.compute.name == "numpy" and handed == [session.compute]  # the method got it
     with pytest.raises(GpuError, match="compute backend 'cuda' asked for"):
         open_session(bank, compute="cuda")
@@ -116,7 +128,7 @@ def other_graph(tmp_path, random_backbone) -> Path:
 
 def test_engines_of_another_backbone_are_not_taken(engines, other_graph):
     choice = decide_serving(other_graph, engines, compute="numpy")
-    assert choice.engine.backend == "onnxruntime"
+    assert choice.engine.backend in ("onnxruntime", "openvino")  # a CPU engine, not TensorRT
     assert "no engine was built from this backbone" in choice.engine.reason
     with pytest.raises(GpuError, match="no engine was built from this backbone"):
         decide_serving(other_graph, engines, engine="tensorrt")
@@ -131,11 +143,21 @@ def test_predict_takes_the_options(bank, demo_category, tmp_path, caplog):
     empty.mkdir()
     with caplog.at_level(logging.INFO, logger="edge_foct"):
         main(["predict", "--bank", str(bank), str(demo_category / "test" / "good"), "--out", str(tmp_path / "out"),
-              "--engines", str(empty), "--compute", "numpy"])
+              "--engines", str(empty), "--compute", "numpy", "--threads", "1"])
     lines = [r.getMessage() for r in caplog.records]
     engine = next(m for m in lines if m.startswith("backbone engine:"))
-    assert "onnxruntime [CPUExecutionProvider] (TensorRT: " in engine  # the reason it was not taken
+    assert "(TensorRT: " in engine  # the reason it was not taken
     assert "compute backend: numpy reference (asked for)" in lines
+    plans = [m for m in lines if m.startswith("threads: ")]
+    assert len(plans) == 1 and "engine 1 intra" in plans[0] and "BLAS 1" in plans[0]  # decided once, logged once
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge_foct"):
+        main(["predict", "--bank", str(bank), str(demo_category / "test" / "good"), "--out", str(tmp_path / "cpu"),
+              "--engine", "cpu", "--threads", "1"])
+    lines = [r.getMessage() for r in caplog.records]
+    assert "backbone engine: onnxruntime [CPUExecutionProvider] (asked for)" in lines
+    opened = [m for m in lines if m.startswith("engine ") and "onnxruntime" in m]
+    assert opened and all("(1 threads, no spin)" in m for m in opened)  # the plan reached the engine
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4
 
 

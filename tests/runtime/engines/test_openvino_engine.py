@@ -1,0 +1,158 @@
+"""OpenVINO engine: the Engine protocol, features against ONNX Runtime f32, and the start-up choice.
+
+Tolerances (features of the same graph and input, ONNX Runtime f32 the reference):
+- OpenVINO f32: max |diff| <= 1e-4 * max |ref|. Both run f32 kernels; only the summation order
+  differs (measured ~1e-6 relative on WRN-50-2 at 256 px).
+- OpenVINO bf16: relative L2 error <= 2e-2 and every patch's cosine similarity >= 0.99. bf16 keeps
+  8 bits of mantissa (rounding error 2^-9 ~ 0.2 % per operation, accumulated over the graph's
+  layers); measured 0.4 % relative L2 on WRN-50-2 at 256 px, so 2e-2 leaves 5x headroom without
+  letting a wrong graph through (a wrong layer gives errors of order 1). What bf16 does to the image
+  AUROC is measured, not tested: benchmarks/results/engine_parity/.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import numpy as np
+import pytest
+
+from edge_foct.runtime import names
+from edge_foct.runtime.backbone import Backbone
+from edge_foct.runtime.engines import Engine, OrtEngine
+from edge_foct.runtime.engines.choose import choose_engine, open_engine
+from edge_foct.runtime.errors import BackboneError, EdgeFoctError
+from edge_foct.runtime.threads import plan_threads
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
+from edge_foct.runtime.engines.openvino_engine import OpenVinoEngine, cpu_precision  # noqa: E402
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _features(engine, x: np.ndarray) -> np.ndarray:
+    return engine.run({names.BACKBONE_INPUT: x})[names.BACKBONE_OUTPUT]
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)  # (N, 3, H, W)
+
+
+def test_protocol_and_contract(random_backbone):
+    engine = OpenVinoEngine(random_backbone, "f32", threads=1)
+    ref = OrtEngine(random_backbone)
+    assert isinstance(engine, Engine)
+    assert [t.name for t in engine.inputs] == [t.name for t in ref.inputs] == [names.BACKBONE_INPUT]
+    assert [t.name for t in engine.outputs] == [t.name for t in ref.outputs] == [names.BACKBONE_OUTPUT]
+    assert engine.inputs[0].dtype == "float32" and engine.outputs[0].dtype == "float32"
+    assert engine.metadata == ref.metadata and engine.metadata[names.META_FORMAT] == names.FEATURE_FORMAT_VERSION
+    assert engine.description.startswith("openvino ") and "f32, 1 threads" in engine.description
+    bb, bb_ref = Backbone.from_engine(engine, random_backbone), Backbone.load(random_backbone)
+    assert bb.info == bb_ref.info  # the same identity (sha256, feature dim) a bank checks
+    engine.close()  # OpenVINO's objects released now, not left to interpreter teardown
+    with pytest.raises(BackboneError, match="was closed"):
+        engine.run({names.BACKBONE_INPUT: np.zeros((1, 3, 64, 64), np.float32)})
+
+
+def test_outputs_are_owned_by_the_caller(random_backbone, x):
+    engine = OpenVinoEngine(random_backbone, "f32")
+    first = _features(engine, x[:1])
+    kept = first.copy()
+    _features(engine, x[1:])  # the request's buffers are overwritten here
+    assert np.array_equal(first, kept)
+    first[...] = 0  # writing into the result leaves the engine's next result alone
+    assert np.array_equal(_features(engine, x[:1]), kept)
+
+
+def test_f32_matches_onnxruntime(random_backbone, x):
+    want = _features(OrtEngine(random_backbone), x)
+    got = _features(OpenVinoEngine(random_backbone, "f32"), x)  # batch of 2, as fit does
+    assert got.shape == want.shape == (2, 8, 8, got.shape[-1])
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    # float64 input is cast to the graph's float32, as ONNX Runtime would refuse it
+    assert np.abs(_features(OpenVinoEngine(random_backbone, "f32"), x.astype(np.float64)) - want).max() \
+        <= 1e-4 * np.abs(want).max()
+
+
+def test_bf16_matches_onnxruntime_loosely(random_backbone, x):
+    want = _features(OrtEngine(random_backbone), x)  # (N, h, w, D)
+    want = want.reshape(-1, want.shape[-1])  # (N*h*w, D)
+    got = _features(OpenVinoEngine(random_backbone, "bf16"), x).reshape(want.shape)
+    assert np.linalg.norm(got - want) <= 2e-2 * np.linalg.norm(want)
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1) + 1e-12)
+    assert cos.min() >= 0.99
+
+
+def test_bad_input_is_one_clear_error(random_backbone, tmp_path):
+    with pytest.raises(BackboneError, match="not found"):
+        OpenVinoEngine(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a graph")
+    with pytest.raises(BackboneError, match="junk.onnx"):
+        OpenVinoEngine(junk)
+    with pytest.raises(BackboneError, match="'int4'"):
+        OpenVinoEngine(random_backbone, "int4")
+    with pytest.raises(BackboneError, match="missing input"):
+        OpenVinoEngine(random_backbone, "f32").run({})
+
+
+def test_precision_follows_the_cpu():
+    precision, why = cpu_precision()
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert precision == ("bf16" if "BF16" in caps else "f32") and "capabilities" in why
+
+
+@pytest.mark.skipif(not X86, reason="OpenVINO is taken automatically on x86 CPUs only")
+def test_auto_takes_openvino_on_x86_and_open_engine_uses_the_plan(random_backbone, monkeypatch):
+    from edge_foct.runtime.cuda import probe
+
+    monkeypatch.setattr(probe, "cuda_devices", lambda: ([], "no GPU (test)"))  # the CPU branch, on any host
+    choice = choose_engine()
+    assert choice.backend == "openvino" and choice.precision == cpu_precision()[0]
+    assert "OpenVINO on the CPU" in choice.reason and choice.describe().startswith("openvino [CPU, ")
+    engine = open_engine(choice, random_backbone, plan_threads(1))
+    assert isinstance(engine, OpenVinoEngine) and engine.threads == 1 and engine.precision == choice.precision
+    forced = choose_engine(prefer="openvino:f32")
+    assert (forced.backend, forced.precision, forced.reason.endswith("asked for")) == ("openvino", "f32", True)
+    cpu = choose_engine(prefer="cpu")
+    assert (cpu.backend, cpu.precision) == ("onnxruntime", "f32")
+    ort_engine = open_engine(cpu, random_backbone, plan_threads(1))
+    assert isinstance(ort_engine, OrtEngine) and ort_engine.threads == 1 and "no spin" in ort_engine.description
+
+
+def test_choice_without_openvino_or_off_x86(monkeypatch):
+    from edge_foct.runtime.cuda import probe
+
+    monkeypatch.setattr(probe, "cuda_devices", lambda: ([], "no GPU (test)"))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    choice = choose_engine()
+    assert choice.backend == "onnxruntime" and "OpenVINO: not installed" in choice.reason
+    with pytest.raises(BackboneError, match="OpenVINO asked for, but not installed"):
+        choose_engine(prefer="openvino")
+    monkeypatch.delitem(sys.modules, "openvino")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    choice = choose_engine()
+    assert choice.backend == "onnxruntime" and "aarch64 is not an x86 CPU" in choice.reason
+    for bad in ("openvino:int8", "cpu:f32", "openvino:"):
+        with pytest.raises(EdgeFoctError, match="is not one of"):
+            choose_engine(prefer=bad)
+
+
+@pytest.mark.skipif(not X86, reason="OpenVINO is taken automatically on x86 CPUs only")
+def test_a_graph_openvino_cannot_read_stays_on_onnxruntime(mobilenet_features, random_backbone, monkeypatch):
+    """The shared MobileNetV2 int8 graph is operator-oriented (QLinearConv), which OpenVINO's ONNX
+    reader does not convert: auto keeps it on ONNX Runtime and says why; asking for OpenVINO fails
+    with that reason in one line."""
+    from edge_foct.runtime.cuda import probe
+
+    monkeypatch.setattr(probe, "cuda_devices", lambda: ([], "no GPU (test)"))
+    choice = choose_engine(graph=mobilenet_features)
+    assert choice.backend == "onnxruntime" and "OpenVINO: OpenVINO cannot read" in choice.reason
+    assert "QLinearConv" in choice.reason
+    with pytest.raises(BackboneError, match="QLinearConv"):
+        choose_engine(prefer="openvino", graph=mobilenet_features)
+    with pytest.raises(BackboneError, match="use --engine cpu"):
+        OpenVinoEngine(mobilenet_features)
+    assert choose_engine(graph=random_backbone).backend == "openvino"  # a float graph is read
