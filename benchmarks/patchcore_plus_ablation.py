@@ -33,6 +33,7 @@ variant: image AUROC, the diagnostic) and prints the tables.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -49,7 +50,7 @@ from edge_foct.edge_app.metrics import auroc
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.methods import SupportSet, make_params, method_class
-from edge_foct.runtime.methods.patchcore_plus import PatchCorePlus, refine
+from edge_foct.runtime.methods.patchcore_plus import PatchCorePlus, Refinement, refine
 from edge_foct.runtime.preprocess import Preprocessor
 
 
@@ -104,11 +105,10 @@ def defect_cells(gt: list[np.ndarray | None], grid: tuple[int, int]) -> list[np.
     return out
 
 
-def suppression(f: np.ndarray, method: PatchCorePlus, cells: np.ndarray) -> dict[str, float]:
-    """The diagnostic for one defective query f (Q, D) with defect cells (Q,) bool."""
-    p = method.params
-    with_t = refine(f, method._protos, p)
-    without = refine(f, method._protos, make_params("patchcore+", {**p.__dict__, "lam": 0.0}))
+def suppression(f: np.ndarray, method: PatchCorePlus, with_t: Refinement, cells: np.ndarray) -> dict[str, float]:
+    """The diagnostic for one defective query f (Q, D) with defect cells (Q,) bool; ``with_t`` is
+    the method's own refinement of f (the one its score came from)."""
+    without = refine(f, method._protos, dataclasses.replace(method.params, lam=0.0))
     out = {}
     for key, fn in (("own", "own_residuals"), ("near", "nearest_refined")):
         a, b = getattr(with_t, fn)(f), getattr(without, fn)(f)
@@ -117,6 +117,17 @@ def suppression(f: np.ndarray, method: PatchCorePlus, cells: np.ndarray) -> dict
     tc = (with_t.plan * with_t.cost).sum(axis=0)  # (m,) transport cost per refined prototype
     out["cost_share"] = float(tc[cells].sum() / tc.sum() / cells.mean())
     return out
+
+
+def image_score(method, f: np.ndarray, cells: np.ndarray | None, diags: list) -> float:
+    """The method's image score of f (Q, D); for a PatchCore+ with the term and a masked defective
+    image, the diagnostic from the same refinement is appended to ``diags``."""
+    if not (isinstance(method, PatchCorePlus) and method.params.lam > 0 and cells is not None):
+        return float(method.score(f, update=False).scores.max())
+    r = refine(f, method._protos, method.params)
+    s = r.nearest_refined(f) if method.params.score == "nearest" else r.own_residuals(f)
+    diags.append(suppression(f, method, r, cells))
+    return float(s.max())
 
 
 def run_variant(spec: str, cat: Category, test: np.ndarray, train: dict[int, np.ndarray], shots: int, split: int,
@@ -129,14 +140,13 @@ def run_variant(spec: str, cat: Category, test: np.ndarray, train: dict[int, np.
     method = cls.fit(SupportSet(np.stack([train[i] for i in idx]), None, grid), params)
     labels = np.array([t.defective for t in cat.test])
     t0 = time.perf_counter()
-    scores = np.array([float(method.score(np.asarray(test[i], np.float32), update=False).scores.max())
+    diags: list[dict] = []
+    scores = np.array([image_score(method, np.asarray(test[i], np.float32), cells[i], diags)
                        for i in range(len(cat.test))])
     rec = {"image_auroc": auroc(labels, scores), "seconds_per_image": (time.perf_counter() - t0) / len(scores)}
-    if isinstance(method, PatchCorePlus) and method.params.lam > 0:
-        diags = [suppression(np.asarray(test[i], np.float32), method, c) for i, c in enumerate(cells) if c is not None]
-        if diags:
-            rec["suppression"] = {k: float(np.median([d[k] for d in diags])) for k in diags[0]}
-            rec["suppression"]["images"] = len(diags)
+    if diags:
+        rec["suppression"] = {k: float(np.median([d[k] for d in diags])) for k in diags[0]}
+        rec["suppression"]["images"] = len(diags)
     return rec
 
 

@@ -10,6 +10,10 @@ image_auroc). For each category c (the fold) the candidate with the highest mean
 the OTHER categories (every shots value given, every split) is chosen, and its AUROC on c is the
 held-out number: no number in the last columns was seen by the choice that produced it. Ties go
 to the candidate listed first. Prints the fold table and the held-out means beside the references.
+
+``--compare A B`` (repeatable) prints the issue's target table instead: per shots value, A minus B
+in image AUROC, mean over categories and per category, and the splits where A >= B. Several
+results files may be given (e.g. two `edge-foct eval` runs over different categories).
 """
 
 from __future__ import annotations
@@ -51,16 +55,37 @@ def loco(data, candidates: list[str], cats: list[str], shots: list[int]) -> list
     return folds
 
 
+def compare(data, x: str, y: str, cats: list[str], shots: list[int]) -> str:
+    """Markdown: x - y image AUROC (points) per shots value: mean, per category, splits x >= y."""
+    lines = [f"`{x}` minus `{y}`, image AUROC (points), mean over splits", "",
+             "| shots | delta (mean) | " + " / ".join(cats) + " | categories x >= y | splits x >= y |",
+             "|---|---|---|---|---|"]
+    for k in shots:
+        d = [100 * (np.mean(data[(x, c, k)]) - np.mean(data[(y, c, k)])) for c in cats]
+        wins = sum(np.array(data[(x, c, k)]) >= np.array(data[(y, c, k)]) for c in cats)
+        n = sum(len(data[(x, c, k)]) for c in cats)
+        lines.append(f"| {k} | {np.mean(d):+.2f} | " + " / ".join(f"{v:+.1f}" for v in d)
+                     + f" | {sum(v >= 0 for v in d)} of {len(cats)} | {int(np.sum(wins))} of {n} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path)
-    ap.add_argument("--candidates", nargs="+", required=True)
+    ap.add_argument("results", type=Path, nargs="+")
+    ap.add_argument("--candidates", nargs="+", default=[])
+    ap.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"))
     ap.add_argument("--references", nargs="*", default=["patchcore", "vanilla"])
     ap.add_argument("--shots", type=int, nargs="+", default=[2])
     ap.add_argument("--json", type=Path, default=None, help="also write the folds here")
     a = ap.parse_args()
-    data = load(a.results)
+    data = {}
+    for path in a.results:
+        data.update(load(path))
     cats = sorted({c for (_, c, _) in data})
+    if a.compare:
+        for x, y in a.compare:
+            print(compare(data, x, y, cats, a.shots))
+        return
     missing = [(m, c, k) for m in a.candidates + a.references for c in cats for k in a.shots if (m, c, k) not in data]
     if missing:
         raise SystemExit(f"no results for {missing[:5]}{' ...' if len(missing) > 5 else ''}")

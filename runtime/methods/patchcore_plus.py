@@ -7,23 +7,29 @@ ORIGINAL prototypes (uniform 1/n) and the m REFINED prototypes (uniform 1/m), wi
 C_ij = ||M_i - R_j||^2, C (n, m). It pulls each refined prototype towards the originals it is
 coupled with, so an anomalous query patch is reconstructed less well by its own refined prototype.
 
-Objective, T fixed:  L(W; T) = ||f - W M||_F^2 + lam <T, C(W)>, as written (eq. 7, DESIGN 2.3).
-T carries a total mass of 1 while the reconstruction sums over m patches, so the OT term weighs
-about lam / m per patch: a gentle pull. Normalising the reconstruction by 1/m instead (both terms
-then mean squared distances) was measured and made the scores worse than PatchCore on real data
-(benchmarks/README.md, PatchCore+ section), so the literal objective is kept.
+Objective, T fixed:  L(W; T) = ||f - W M||_F^2 + lam_eff <T, C(W)> (eq. 7). The paper leaves four
+things open; each is a parameter, and benchmarks/README.md ("PatchCore+ audit") measures them:
+- ``lam_scale``: T carries a total mass of 1 while the reconstruction sums over m patches, so as
+  written ("sum", lam_eff = lam) the OT term weighs lam / m per patch and changes no score; "mean"
+  (the reconstruction averaged over patches, lam_eff = lam * m) gives it lam per patch.
+- ``mstep``: "gradient" is sec. 4.2's step (below); "closed" the exact minimiser for T fixed
+  (Algorithm 1 "minimizing", Table 7 "Closed PatchCore+"): R_j = (R0_j + lam_eff sum_i T_ij M_i) /
+  (1 + lam_eff b_j), the least-squares reconstruction R0_j pulled towards the prototypes the plan
+  couples with it.
+- ``score``: "nearest" (Eq. 6, min over the m refined prototypes) or "own" (||f_j - R_j||^2).
+- ``marginals``: "balanced" (the paper's 1/n and 1/m) or "query" (semi-relaxed: only 1/m).
 
 - init   W0 = F (G + ridge I)^-1 with F = f M^T (m, n), G = M M^T (n, n): no inverse; the solve
   (G + ridge I) X = M is done once per bank, then W0 = f X^T comes out of the same GEMM as F.
 - E-step T = Sinkhorn(C(W)) (``sinkhorn_warm``: log-domain iterates, one exp per E-step), uniform
   marginals, fixed iteration count, eps fixed per query at eps_rel * median(C(W0)) (relative to
   the cost scale, one OT_eps for the whole EM).
-- M-step one gradient step, grad_W L = 2 (W G - F) + 2 lam (diag(b) W G - T^T G), b = T^T 1.
+- M-step ("gradient") one gradient step, grad_W L = 2 (W G - F) + 2 lam (diag(b) W G - T^T G), b = T^T 1.
   Step: rows of W decouple and row j has Hessian 2 (1 + lam b_j) G, so grad L is Lipschitz with
   Lc = 2 (1 + lam max_j b_j) sigma_max(G); step = step_scale / Lc never increases L(.; T) for
   step_scale <= 1 (any step_scale < 2 still decreases this quadratic). W and W G are updated
   together by one product with [G | G^2] (see ``mstep``).
-- score  s_j = min_r ||f_j - R_r||^2 over the m refined prototypes.
+- score  s_j = min_r ||f_j - R_r||^2 over the m refined prototypes ("nearest").
 Everything after F is in the n-dimensional coefficient space (G instead of M): O(m n^2) per step,
 plus one (m, m) distance matrix for the score. Nothing is (m, n, c).
 """
@@ -254,8 +260,9 @@ class PatchCorePlus(Method):
     Params = PatchCorePlusParams
     #: a reconstruction's residual grows as the memory it mixes shrinks: threshold LOO fits keep its size
     loo_matched_capacity = ("coreset_ratio",)
-    #: "no-ot": the ablation without the transport term (seed 001 Table 2, row "W* without T*")
-    PRESETS = {"no-ot": {"lam": 0.0}}
+    #: "no-ot": the ablation without the transport term (seed 001 Table 2, row "W* without T*");
+    #: "suppress": the reading in which the term acts (lambda per patch, exact M-step; README audit)
+    PRESETS = {"no-ot": {"lam": 0.0}, "suppress": {"lam_scale": "mean", "mstep": "closed"}}
 
     def __init__(self, prototypes: np.ndarray, params: PatchCorePlusParams) -> None:
         self.prototypes = np.ascontiguousarray(prototypes, dtype=np.float32)  # (n, c)

@@ -249,3 +249,15 @@ def test_closed_mstep_is_the_minimiser_for_a_fixed_plan():
     grad = 2.0 * (W @ Gr - F) + 2.0 * lam * (T.sum(axis=0)[:, None] * (W @ Gr) - T.T @ Gr)
     np.testing.assert_allclose(grad, 0.0, atol=1e-9)
     np.testing.assert_allclose(WG, W @ G, rtol=1e-10, atol=1e-12)
+
+
+def test_suppress_preset_raises_the_in_span_anomaly_and_no_ot_does_not():
+    """The registry's presets: `suppress` (the reading in which the term acts) scores the in-span
+    anomaly of _suppression_problem far above `no-ot`, which reconstructs it."""
+    M, f, cells = _suppression_problem()
+    sup = PatchCorePlus(M, make_params("patchcore+", preset="suppress")).score(f).scores
+    no_ot = PatchCorePlus(M, make_params("patchcore+", preset="no-ot")).score(f).scores
+    assert make_params("patchcore+", preset="suppress").lam_effective(60) == pytest.approx(18.0)
+    assert sup[cells].min() > 3 * no_ot[cells].max()
+    assert sup[cells].min() > 0.5 * np.median(sup[~cells])  # now scored like an unseen normal patch
+    assert no_ot[cells].max() < 0.01 * np.median(no_ot[~cells])  # no-ot: taken in, scored as perfect
