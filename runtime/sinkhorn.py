@@ -114,3 +114,23 @@ def sinkhorn_warm(cost: np.ndarray, a: np.ndarray | None, b: np.ndarray | None, 
         return SinkhornResult(r.plan, f_in + r.f, g_in + r.g, r.marginal_error)
     err = float(np.abs(plan.sum(axis=1) - a_).sum())
     return SinkhornResult(plan, (f + eps * np.log(u)).astype(dtype), (g_in + eps * np.log(v)).astype(dtype), err)
+
+
+def semi_relaxed_plan(cost: np.ndarray, eps: float, b: np.ndarray | None = None) -> SinkhornResult:
+    """Entropic OT with only the column marginal b enforced (None = uniform 1/m), the rows free.
+
+    The limit of unbalanced OT as the KL weight on the row marginal goes to 0: each column j
+    spreads its mass b_j over the rows by a softmin of its costs, T_ij = b_j softmax_i(-C_ij / eps).
+    Exact in one pass (no iterations). cost (n, m) float32 -> plan (n, m); f = 0, g (m,) the
+    column softmins; ``marginal_error`` is the L1 distance of the (free) row sums from uniform 1/n,
+    reported as a measure of how unevenly the rows are used, never enforced.
+    """
+    dtype = cost.dtype
+    n, m = cost.shape
+    log_b = _log_marginal(b, m, dtype)
+    g = softmin(eps, np.ascontiguousarray(cost.T), np.zeros(n, dtype))  # (m,) -eps logsumexp_i(-C_ij / eps)
+    logp = (g[None, :] - cost) * (1.0 / eps)  # (n, m), log softmax over i
+    logp += log_b[None, :]
+    plan = np.exp(logp, out=logp)
+    err = float(np.abs(plan.sum(axis=1) - 1.0 / n).sum())
+    return SinkhornResult(plan, np.zeros(n, dtype), g, err)

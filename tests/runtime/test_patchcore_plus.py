@@ -148,10 +148,10 @@ def test_no_ot_runs_the_mstep_without_sinkhorn(monkeypatch):
         raise AssertionError("no-ot ran Sinkhorn")
 
     monkeypatch.setattr(pp, "sinkhorn_warm", no_sinkhorn)
-    W_fast, _, WG_fast, diag = pp.refine(q, P, p)
-    np.testing.assert_allclose(W_fast, W, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(WG_fast, WG, rtol=1e-4, atol=1e-4)
-    assert "concentration" not in diag
+    r = pp.refine(q, P, p)
+    np.testing.assert_allclose(r.W, W, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(r.WG, WG, rtol=1e-4, atol=1e-4)
+    assert "concentration" not in r.diagnostics and r.plan is None
     assert np.isfinite(PatchCorePlus(protos, p).score(q).scores).all()
 
 
@@ -183,3 +183,81 @@ def test_bank_round_trip_and_registry():
 def test_bad_params_name_the_value(bad):
     with pytest.raises(EdgeFoctError, match=next(iter(bad))):
         make_params("patchcore+", bad)
+
+
+def _suppression_problem(seed: int = 0, d: int = 64, n: int = 20, m: int = 60):
+    """Normal prototypes M (n, d) and a query f (m, d) of new normal patches, three of which are
+    replaced by one anomaly that lies IN the span of M (so the least-squares W0 reconstructs it
+    exactly) but far from every prototype: what only the transport term can keep out."""
+    rng = np.random.default_rng(seed)
+    mu = np.abs(rng.standard_normal(d))
+    M = (mu + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+    f = (mu + 0.3 * rng.standard_normal((m, d))).astype(np.float32)
+    cells = np.zeros(m, bool)
+    cells[[3, 17, 41]] = True
+    f[cells] = M[0] + 3.0 * (M[1] - M[2])
+    return M, f, cells
+
+
+@pytest.mark.parametrize("mstep", ["closed", "gradient"])
+def test_transport_term_suppresses_the_anomaly_in_the_refined_prototypes(mstep):
+    """With the term, the refined prototypes of anomalous cells take the anomaly in far less than
+    without it (their residual grows), while those of normal cells barely move."""
+    from edge_foct.runtime.methods.patchcore_plus import refine
+
+    M, f, cells = _suppression_problem()
+    p = PatchCorePlusParams(lam_scale="mean", mstep=mstep)
+    P = Prototypes.build(M, p.ridge_rel)
+    with_t, without = refine(f, P, p), refine(f, P, PatchCorePlusParams(lam_scale="mean", mstep=mstep, lam=0.0))
+    a, b = with_t.own_residuals(f), without.own_residuals(f)
+    norm = float(b[~cells].mean())
+    assert b[cells].max() < 0.01 * norm  # without the term the anomaly is reconstructed
+    grow_def, grow_norm = (a[cells] - b[cells]).mean() / norm, (a[~cells] - b[~cells]).mean() / norm
+    assert grow_def > 10 * grow_norm > 0
+    if mstep == "closed":  # the exact M-step moves them back to the normal residual's scale
+        assert a[cells].min() > 0.5 * norm
+    # and the score (nearest refined prototype) of the anomaly rises with the term
+    assert with_t.nearest_refined(f)[cells].min() > 3 * without.nearest_refined(f)[cells].max()
+    # the plan's cost is concentrated on the anomalous columns
+    tc = (with_t.plan * with_t.cost).sum(axis=0)
+    assert tc[cells].sum() / tc.sum() > 2 * cells.mean()
+
+
+def test_literal_scale_leaves_the_anomaly_in():
+    """Eq. 7 as written (reconstruction summed over m patches against a plan of mass 1): the term
+    weighs lam / m per patch and the anomaly stays reconstructed: why lam_scale exists."""
+    from edge_foct.runtime.methods.patchcore_plus import refine
+
+    M, f, cells = _suppression_problem()
+    p = PatchCorePlusParams(lam_scale="sum", mstep="closed")
+    P = Prototypes.build(M, p.ridge_rel)
+    a = refine(f, P, p).own_residuals(f)
+    b = refine(f, P, PatchCorePlusParams(lam_scale="sum", mstep="closed", lam=0.0)).own_residuals(f)
+    assert a[cells].mean() < 0.01 * b[~cells].mean()
+    assert PatchCorePlusParams(lam=0.3, lam_scale="mean").lam_effective(60) == pytest.approx(18.0)
+
+
+def test_closed_mstep_is_the_minimiser_for_a_fixed_plan():
+    """mstep_closed's W: the gradient of L(W; T) (ridge in the Gram metric) vanishes there."""
+    from edge_foct.runtime.methods.patchcore_plus import mstep_closed
+
+    M, f, G, F, _, T = _setup(11)
+    r, lam = 1e-3, 0.7
+    Gr = G + r * np.eye(G.shape[0])
+    W0 = F @ np.linalg.inv(Gr)
+    W, WG = mstep_closed(W0, W0 @ G, G, T, lam)
+    grad = 2.0 * (W @ Gr - F) + 2.0 * lam * (T.sum(axis=0)[:, None] * (W @ Gr) - T.T @ Gr)
+    np.testing.assert_allclose(grad, 0.0, atol=1e-9)
+    np.testing.assert_allclose(WG, W @ G, rtol=1e-10, atol=1e-12)
+
+
+def test_suppress_preset_raises_the_in_span_anomaly_and_no_ot_does_not():
+    """The registry's presets: `suppress` (the reading in which the term acts) scores the in-span
+    anomaly of _suppression_problem far above `no-ot`, which reconstructs it."""
+    M, f, cells = _suppression_problem()
+    sup = PatchCorePlus(M, make_params("patchcore+", preset="suppress")).score(f).scores
+    no_ot = PatchCorePlus(M, make_params("patchcore+", preset="no-ot")).score(f).scores
+    assert make_params("patchcore+", preset="suppress").lam_effective(60) == pytest.approx(18.0)
+    assert sup[cells].min() > 3 * no_ot[cells].max()
+    assert sup[cells].min() > 0.5 * np.median(sup[~cells])  # now scored like an unseen normal patch
+    assert no_ot[cells].max() < 0.01 * np.median(no_ot[~cells])  # no-ot: taken in, scored as perfect
