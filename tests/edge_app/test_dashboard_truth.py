@@ -33,7 +33,7 @@ def test_frame_jpg_carries_its_own_verdict_and_snapshots_are_served(tmp_path):
     (snaps / "20261202T000000Z-0000007_overlay.jpg").write_bytes(b"\xff\xd8jpeg")
     (tmp_path / "secret.txt").write_text("no")
     live = LiveStatus({"threshold": 1.0})
-    app = DashboardApp(live, snaps)
+    app = DashboardApp(live, snapshots=snaps)
     assert call(app, "/frame.jpg")[0].startswith("404")
     live.publish(event(7, True, "snapshots/20261202T000000Z-0000007_overlay.jpg"), b"\xff\xd8seven")
     live.publish(event(8, False), b"\xff\xd8eight")
@@ -46,7 +46,7 @@ def test_frame_jpg_carries_its_own_verdict_and_snapshots_are_served(tmp_path):
     for bad in ("/snapshots/../secret.txt", "/snapshots/secret.txt", "/snapshots/%2e%2e/secret.txt",
                 "/snapshots/20261202T000000Z-0000009_overlay.jpg"):
         assert call(app, bad)[0].startswith("404")
-    assert call(DashboardApp(live, None), "/" + snap)[0].startswith("404")
+    assert call(DashboardApp(live, snapshots=None), "/" + snap)[0].startswith("404")
 
 
 def test_page_reads_badge_and_picture_from_one_response_and_keeps_defects():

@@ -13,6 +13,7 @@ from edge_foct.edge_app.json_out import dumps, finite_or_none
 from edge_foct.edge_app.serve.dashboard import DashboardApp
 from edge_foct.edge_app.serve.live import LiveStatus
 from edge_foct.runtime.bank import Bank
+from edge_foct.runtime.bank_check import DIGEST_KEY, manifest_digest
 from edge_foct.runtime.errors import BankError
 
 from .test_cli import one_error_line, run
@@ -47,7 +48,7 @@ def test_toml_threshold_nan_refused_before_compute(tmp_path, demo_category, rand
     cfg.write_text("[threshold]\nvalue = nan\n")
     res = run("fit", "--support", str(demo_category / "train" / "good"), "--backbone", str(random_backbone),
               "--out", str(tmp_path / "b"), "--shots", "2", "--size", "64", "--config", str(cfg))
-    one_error_line(res, "not a finite number")
+    one_error_line(res, "finite number")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,7 @@ def test_manifest_threshold_not_finite_is_refused(small_bank, tmp_path, demo_cat
     shutil.copytree(small_bank, bank_dir)
     man = json.loads((bank_dir / "manifest.json").read_text())
     man["threshold"]["value"] = value
+    man[DIGEST_KEY] = manifest_digest(man)  # re-hashed: the value check itself must refuse it
     (bank_dir / "manifest.json").write_text(json.dumps(man))  # json.dumps writes NaN / Infinity here
     with pytest.raises(BankError, match="not a"):
         Bank.load(bank_dir).threshold

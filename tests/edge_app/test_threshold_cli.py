@@ -97,6 +97,9 @@ def test_serve_recovers_from_a_bank_threshold_that_starts_too_low(tmp_path, demo
     bank = make_bank(random_backbone, demo_category, tmp_path / "bank")
     man = json.loads((bank / "manifest.json").read_text())
     man["threshold"]["value"] = man["threshold"]["floor"] = 1e-6  # far below every good part's score
+    from edge_foct.runtime.bank_check import DIGEST_KEY, manifest_digest
+
+    man[DIGEST_KEY] = manifest_digest(man)  # a bank fitted that way, not an edited one
     (bank / "manifest.json").write_text(json.dumps(man))
     goods = [read_image(p) for p in list_images([str(demo_category / "test" / "good")])]
     video = write_video([goods[i % len(goods)] for i in range(40)], tmp_path / "good.avi", SIZE)
