@@ -419,7 +419,10 @@ def reliability_warning(thr: Threshold, k: int, n_cal: int) -> str | None:
 def finalise(thr: Threshold, k: int, cal_scores: np.ndarray | tuple = (),
              max_false_alarms: float | None = None) -> Threshold:
     """The fit's threshold: ``thr`` from ``calibrate`` -> the shipped rule (or the false-alarm budget
-    rule), with the calibration scores, the constants and the reliability warning recorded."""
+    rule), with the calibration scores, the constants and the reliability warning recorded. A
+    zero-shot prior (K = 0) has no support spread to model and stays as it is."""
+    if thr.rule == "zero-shot-prior":
+        return thr
     cal = np.asarray(cal_scores, np.float64).reshape(-1)
     if cal.size and not np.isfinite(cal).all():
         raise EdgeFoctError("a calibration image scored NaN/inf: check the images (and the backbone)")

@@ -173,7 +173,8 @@ class WinClipPlus(WinClip):
 
     def scale_distance(self, s: int, x: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """Eq. 8: refine scale s's prototypes for the query x (m, c) unit, then (1 - cos) / 2 to the nearest."""
-        W, F, WG, diag = refine(x, self._protos[s], self._refine)  # (m, n), (m, n) = x M^T, (m, n)
+        r = refine(x, self._protos[s], self._refine)  # PatchCore+'s refinement of this scale's prototypes
+        W, F, WG, diag = r.W, r.F, r.WG, r.diagnostics  # (m, n), (m, n) = x M^T, (m, n)
         norms = np.sqrt(np.maximum(np.einsum("jk,jk->j", WG, W), 1e-12))  # (m,) |r_j|
         cos = (F @ W.T) / norms[None, :]  # (m queries, m refined)
         return np.clip((1.0 - cos.max(axis=1)) * 0.5, 0.0, 1.0), {f"refine_{k}": v for k, v in diag.items()}
