@@ -436,17 +436,21 @@ def test_rtsp_down_at_start_keeps_retrying_until_stopped(bank, tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "edge_foct.edge_app", "serve", "--bank", str(bank), "--rtsp",
-                             f"rtsp://127.0.0.1:{port}/line1", "--no-dashboard", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_for(lambda: proc.poll() is not None or (tmp_path / "serve.lock").exists(), timeout=60)
-        time.sleep(3.0)
-        assert proc.poll() is None, proc.communicate()[1]  # still up, retrying (it exited at once before)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = tmp_path / "stderr.log"
+    with open(err, "w") as errf:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_foct.edge_app", "serve", "--bank", str(bank), "--rtsp",
+                                 f"rtsp://127.0.0.1:{port}/line1", "--no-dashboard", "--out", str(tmp_path / "out")],
+                                stdout=subprocess.PIPE, stderr=errf, text=True)
+        try:
+            # retrying: it said so (the signal handlers are installed by then, however loaded the box)
+            assert wait_for(lambda: proc.poll() is not None or "retrying every" in err.read_text(), timeout=120)
+            time.sleep(1.5)
+            assert proc.poll() is None, err.read_text()  # still up, retrying (it exited at once before)
+            proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    stderr = err.read_text()
     assert proc.returncode == 0, stderr
     assert "cannot connect" in stderr and "retrying every 0.5 s" in stderr and "0 frames (stopped)" in stdout
