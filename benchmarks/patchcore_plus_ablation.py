@@ -1,7 +1,7 @@
 """PatchCore+ readings and the transport term's suppression diagnostic, on real data with masks.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/patchcore_plus_ablation.py --data ../shared/data \\
-        --backbone /work/scratch/backbones/efficientnet_lite0.onnx --shots 2 --splits 5 \\
+        --backbone effnet-expand-tf.onnx --shots 2 --splits 5 \\
         --variants patchcore vanilla "patchcore+" "patchcore+:lam=0" "patchcore+:lam_scale=mean,mstep=closed" \\
         --cache /tmp/feats --out benchmarks/results/patchcore_plus_readings
 

@@ -18,7 +18,7 @@ the test set itself) and the rule in force. Numbers on a category are never from
 choose. Also: the false-alarm budget rule (``--max-false-alarms``) per category, and the rule
 chosen on all five categories (the one `edge-foct fit` ships).
 
-    python benchmarks/threshold_loco.py collect --backbone /work/scratch/backbones/efficientnet_lite0.onnx
+    python benchmarks/threshold_loco.py collect --backbone effnet-expand-tf.onnx
     python benchmarks/threshold_loco.py report
 """
 
