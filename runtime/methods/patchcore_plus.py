@@ -61,7 +61,7 @@ class PatchCorePlusParams:
     lam: float = 0.3  # weight of the OT term
     #: "sum": Eq. 7 as written, ||f - W M||^2 summed over the m patches against a plan of mass 1 (the
     #: OT term weighs lam / m per patch); "mean": the reconstruction averaged over patches (lam per patch)
-    lam_scale: str = "sum"
+    lam_scale: str = "mean"  # chosen leave-one-category-out (benchmarks/README.md, PatchCore+ audit)
     em_iters: int = 10  # N EM iterations
     sinkhorn_iters: int = 5  # per E-step, warm-started: 50 in all per query (the error is reported)
     eps_rel: float = 0.1  # Sinkhorn eps / median cost at W0
@@ -71,7 +71,7 @@ class PatchCorePlusParams:
     ridge_rel: float = 1e-3  # W0 ridge / mean squared prototype norm (keeps the solve well posed)
     #: "gradient": one gradient step of step_scale / Lipschitz per EM iteration (sec. 4.2);
     #: "closed": the exact minimiser of L(W; T) for the plan T (seed 001 Table 7, "Closed PatchCore+")
-    mstep: str = "gradient"
+    mstep: str = "closed"  # chosen with lam_scale
     step_scale: float = 1.0  # M-step = step_scale / Lipschitz constant ("gradient" only)
     #: "nearest": s_j = min over the m refined prototypes (Eq. 6); "own": s_j = ||f_j - (W M)_j||^2
     score: str = "nearest"
@@ -261,8 +261,11 @@ class PatchCorePlus(Method):
     #: a reconstruction's residual grows as the memory it mixes shrinks: threshold LOO fits keep its size
     loo_matched_capacity = ("coreset_ratio",)
     #: "no-ot": the ablation without the transport term (seed 001 Table 2, row "W* without T*");
-    #: "suppress": the reading in which the term acts (lambda per patch, exact M-step; README audit)
-    PRESETS = {"no-ot": {"lam": 0.0}, "suppress": {"lam_scale": "mean", "mstep": "closed"}}
+    #: "suppress": the reading in which the term acts (lambda per patch, exact M-step), the defaults,
+    #: chosen leave-one-category-out; "as-written": Eq. 7 literally (lambda / m per patch, one
+    #: 1/Lipschitz gradient step per EM iteration), in which the term changes no score (README audit)
+    PRESETS = {"no-ot": {"lam": 0.0}, "suppress": {"lam_scale": "mean", "mstep": "closed"},
+               "as-written": {"lam_scale": "sum", "mstep": "gradient"}}
 
     def __init__(self, prototypes: np.ndarray, params: PatchCorePlusParams) -> None:
         self.prototypes = np.ascontiguousarray(prototypes, dtype=np.float32)  # (n, c)

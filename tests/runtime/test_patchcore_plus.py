@@ -136,7 +136,7 @@ def test_no_ot_runs_the_mstep_without_sinkhorn(monkeypatch):
 
     rng = np.random.default_rng(3)
     protos, q = rng.random((10, 16)).astype(np.float32), rng.random((30, 16)).astype(np.float32)
-    p = PatchCorePlusParams(lam=0.0, em_iters=4)
+    p = PatchCorePlusParams(lam=0.0, em_iters=4, mstep="gradient")
     P = pp.Prototypes.build(protos, p.ridge_rel)
     F = q @ protos.T
     W = pp.init_weights(F, P.gram, P.ridge)
@@ -168,6 +168,30 @@ def test_permuting_prototypes_or_patches(seed):
     order = rng.permutation(20)
     np.testing.assert_allclose(PatchCorePlus(protos, p).score(q[order]).scores, s[order], rtol=1e-3,
                                atol=1e-4 * float(s.max()))
+
+
+def test_defaults_are_the_suppress_reading_and_presets_resolve():
+    assert make_params("patchcore+") == make_params("patchcore+", preset="suppress")
+    lit = make_params("patchcore+", preset="as-written")
+    assert (lit.lam_scale, lit.mstep, lit.lam) == ("sum", "gradient", 0.3)
+    nearest = make_params("patchcore+", preset="no-ot")
+    assert nearest.lam == 0.0 and nearest.score == "nearest"
+
+
+def test_closed_no_ot_is_the_ridge_reconstruction():
+    """lam = 0 with the exact M-step: W = W0, so the own residual is vanilla's ridge residual."""
+    from edge_foct.runtime.methods.patchcore_plus import refine
+    from edge_foct.runtime.methods.vanilla import ridge_residuals
+
+    rng = np.random.default_rng(8)
+    protos, q = rng.random((10, 16)).astype(np.float32), rng.random((30, 16)).astype(np.float32)
+    p = PatchCorePlusParams(lam=0.0, score="own")
+    P = Prototypes.build(protos, p.ridge_rel)
+    r = refine(q, P, p)
+    np.testing.assert_allclose(r.W, init_weights(q @ protos.T, P.gram, P.ridge), rtol=1e-3, atol=1e-4)
+    own = PatchCorePlus(protos, p).score(q).scores
+    want = ridge_residuals(q, protos, P.gram, P.ridge)  # ||f - W0 M||^2 with the same ridge
+    np.testing.assert_allclose(own, want, rtol=1e-3, atol=1e-4)
 
 
 def test_bank_round_trip_and_registry():
