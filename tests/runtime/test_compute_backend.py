@@ -41,6 +41,7 @@ def test_without_a_gpu_auto_is_numpy_and_cuda_is_refused():
 
 
 def test_simulator_only_when_asked_for():
+    pytest.importorskip("numba", reason="numba-cuda (the gpu extra) runs the CUDA simulator")
     code = ("from edge_foct.runtime.compute_backend import select_backend as s\n"
             "from edge_foct.runtime.cuda import ct_step, soft_nn\n"
             "c = s('cuda'); a = s('auto')\n"
