@@ -164,15 +164,14 @@ def run_bench(backbone: str | None, size: int | None, methods: list[str], frames
         support = [read_image(train[i]) for i in sorted(rng.choice(len(train), shots, replace=False))]
         images = [read_image(p) for p in test[: max(1, min(len(test), frames + warmup))]]
     resolved = resolve_backbone(backbone)
-    probe = Backbone.load(resolved.path)  # its side data and input size; every row opens its own engine
-    specs = parse_methods(methods, probe.side_arrays())
-    pre = probe.preprocessor(size, size)
-    del probe
-    needs_fg = any(method_class(s.name).uses_foreground for s in specs)
-    foreground, fg_note = load_foreground() if needs_fg else (None, "not used")
     apply_plan(plans[0])  # logs the first plan; every row sets its own before it runs
     rss0 = peak_rss_mib()
     rows = open_rows(resolved.path, list(engines), plans, [s.label for s in specs])
+    first = rows[0].backbone  # its side data and input size (every row reads the same graph)
+    specs = parse_methods(methods, first.side_arrays())  # a method this graph cannot run: one line
+    pre = first.preprocessor(size, size)
+    needs_fg = any(method_class(s.name).uses_foreground for s in specs)
+    foreground, fg_note = load_foreground() if needs_fg else (None, "not used")
     for row in rows:
         set_limits(row.plan)
         fit_row(row, pre, support, foreground)

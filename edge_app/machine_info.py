@@ -51,9 +51,9 @@ def kernel_path(graph: str | os.PathLike, flags: list[str] | None = None) -> str
     path (ONNX Runtime's u8s8 kernels saturate without VNNI, so int8 features differ between CPUs)."""
     import onnx
 
-    model = onnx.load(str(graph), load_external_data=False)
-    if not any(n.op_type.startswith("QLinear") or n.op_type in ("QuantizeLinear", "ConvInteger", "MatMulInteger")
-               for n in model.graph.node):
+    from edge_foct.export.dequantize import is_quantized  # onnx only, no torch
+
+    if not is_quantized(onnx.load(str(graph), load_external_data=False)):
         return "float32"
     flags = cpu_flags() if flags is None else flags
     vnni = [f for f in flags if f in ("avx512_vnni", "avx_vnni", "amx_int8")]

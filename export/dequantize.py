@@ -126,9 +126,13 @@ def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+#: ops that run integer kernels (QOperator and QDQ formats, integer convolutions and products)
+INTEGER_OPS = ("QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger")
+
+
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type.startswith("QLinear") or n.op_type in ("QuantizeLinear", "DequantizeLinear")
-               for n in model.graph.node)
+    """Whether ``model`` runs integer kernels (and so gives CPU-dependent numbers)."""
+    return any(n.op_type.startswith("QLinear") or n.op_type in INTEGER_OPS for n in model.graph.node)
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
