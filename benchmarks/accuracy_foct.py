@@ -5,7 +5,7 @@
         --method "foct/edge:tau_ratio=0.5,gate_patch_ratio=0.5" --out benchmarks/results/foct_x.json
 
 A method is ``name[/preset][:key=value,...]`` (values parsed as JSON, else strings). Protocol:
-edge_app/evaluate.py (2-shot support draws per split, threshold from normal images, test images
+edge_app/evaluation/protocol.py (2-shot support draws per split, threshold from normal images, test images
 streamed once in a fixed shuffled order, shared by every method; the same features for all).
 ``--subset N`` keeps N test images per category (half good, half defective, evenly spaced in
 the sorted list), for the expensive ``paper`` procedure. Image AUROC is cross-checked with
@@ -26,8 +26,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from edge_foct.edge_app.backbones import resolve_backbone
-from edge_foct.edge_app.datasets import find_categories
-from edge_foct.edge_app.evaluate import (FeatureStore, MethodSpec, draw_split, ground_truth, pixel_truth,
+from edge_foct.edge_app.datasets.mvtec import find_categories
+from edge_foct.edge_app.evaluation.protocol import (FeatureStore, MethodSpec, draw_split, ground_truth, pixel_truth,
                                          run_split, split_metrics)
 from edge_foct.runtime import atomic, navigator
 from edge_foct.runtime.backbone import Backbone

@@ -9,7 +9,7 @@ presets and not parameter values: how the weight of the transport term changes t
 lambda = 0 is the "W* without T*" ablation; lambda = 0.3 the paper's value on the objective as
 written (a sum over the m query patches); lambda = 0.3 * m is the same objective with the
 reconstruction averaged over patches instead (identical iterates up to the 1/m factor). Every
-value runs on the same features, support draws and test order (edge_app/evaluate.py).
+value runs on the same features, support draws and test order (edge_app/evaluation/protocol.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_foct.edge_app.backbones import resolve_backbone
-from edge_foct.edge_app.datasets import find_categories
-from edge_foct.edge_app.evaluate import FeatureStore, MethodSpec, pixel_truth, run_split, split_metrics
-from edge_foct.edge_app.report import accuracy_table, summarise, write_results
+from edge_foct.edge_app.datasets.mvtec import find_categories
+from edge_foct.edge_app.evaluation.protocol import FeatureStore, MethodSpec, pixel_truth, run_split, split_metrics
+from edge_foct.edge_app.evaluation.report import accuracy_table, summarise, write_results
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.preprocess import Preprocessor

@@ -2,7 +2,7 @@
 
     python benchmarks/latency_foct.py --out benchmarks/results/foct_latency
 
-1. End to end: ``edge-foct bench`` (edge_app/bench_cmd.py, the served Inspector path) with a
+1. End to end: ``edge-foct bench`` (edge_app/commands/bench.py, the served Inspector path) with a
    WRN-50-2 feature graph (random weights unless ``--wrn`` gives a pretrained one: timing only),
    input 336 -> 42 x 42 = 1764 patches of 1024 dims, 2-shot bank from ``--data``, every method
    in one run: median / p95 per stage.
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import wrn_random  # benchmarks/wrn_random.py (the script's own folder is on sys.path)
 
-from edge_foct.edge_app.bench_cmd import run_bench
+from edge_foct.edge_app.evaluation.latency import run_bench
 from edge_foct.edge_app.machine_info import machine_info
 from edge_foct.runtime import atomic, navigator
 from edge_foct.runtime.knn import nearest_sq_dist

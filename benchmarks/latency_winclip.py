@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import wrn_random  # benchmarks/wrn_random.py (the script's own folder is on sys.path)
 
-from edge_foct.edge_app.bench_cmd import PAPERS_RTX3090
+from edge_foct.edge_app.evaluation.latency import PAPERS_RTX3090
 from edge_foct.edge_app.machine_info import describe, machine_info
 from edge_foct.runtime import atomic
 from edge_foct.runtime.anomaly_map import anomaly_map, image_score
@@ -42,7 +42,7 @@ def ensure_clip(folder: Path) -> Path:
     """The random-weight ViT-B/16+ graph and its side data, exported once (torch side, offline)."""
     path = folder / "clip_ViT-B-16-plus-240.onnx"
     if not path.is_file():
-        from edge_foct.edge_app.export_cmd import export_clip_graph
+        from edge_foct.edge_app.exporting import export_clip_graph
 
         export_clip_graph(folder, "ViT-B-16-plus-240", None, True, "object", 17)
     return path

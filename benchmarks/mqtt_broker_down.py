@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_foct.edge_app.demo_data import write_demo_dataset
+from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
 from edge_foct.edge_app.machine_info import describe, machine_info
 from edge_foct.edge_app.serve.app import ServeApp, ServeOptions
 from edge_foct.edge_app.serve.demo import stream_order, write_video

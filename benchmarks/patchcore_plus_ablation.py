@@ -43,10 +43,10 @@ import cv2
 import numpy as np
 
 from edge_foct.edge_app.backbones import resolve_backbone
-from edge_foct.edge_app.datasets import Category, find_categories
-from edge_foct.edge_app.evaluate import FeatureStore, draw_split, ground_truth
+from edge_foct.edge_app.datasets.mvtec import Category, find_categories
+from edge_foct.edge_app.evaluation.protocol import FeatureStore, draw_split, ground_truth
 from edge_foct.edge_app.machine_info import machine_info
-from edge_foct.edge_app.metrics import auroc
+from edge_foct.edge_app.evaluation.metrics import auroc
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.methods import SupportSet, make_params, method_class

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_foct.edge_app.backbones import as_feature_graph
-from edge_foct.edge_app.demo_data import write_demo_dataset
+from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
 from edge_foct.edge_app.serve.app import ServeApp, ServeOptions
 from edge_foct.edge_app.serve.demo import stream_order
 from edge_foct.edge_app.serve.sources import CaptureSource

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_foct.edge_app.datasets import find_categories
-from edge_foct.edge_app.evaluate import FeatureStore, draw_split
+from edge_foct.edge_app.datasets.mvtec import find_categories
+from edge_foct.edge_app.evaluation.protocol import FeatureStore, draw_split
 from edge_foct.edge_app.machine_info import machine_info
-from edge_foct.edge_app.metrics import oracle_threshold
+from edge_foct.edge_app.evaluation.metrics import oracle_threshold
 from edge_foct.runtime import threshold as thresholds
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.foreground import make_foreground
@@ -66,7 +66,7 @@ def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_
         fg = np.stack([mask_to_grid(fg_fn(store.pre.crop_rgb(read_image(p)))[0], store.pre.grid)
                        for p in support_paths])
     support = SupportSet(feats, fg, store.pre.grid)
-    vf = np.stack([store.views(p, views, seed=i) for i, p in enumerate(support_paths)])
+    vf = np.stack([store.views(None, p, views, seed=i) for i, p in enumerate(support_paths)])
     learnt = thresholds.calibrate(name, params, support, vf)
     method = cls.fit(support, params)
     method.set_gate(learnt.value)

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_foct.edge_app.backbones import as_feature_graph
-from edge_foct.edge_app.demo_data import write_demo_dataset
-from edge_foct.edge_app.fit_cmd import pick_support
+from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
+from edge_foct.edge_app.fitting import pick_support
 from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.config import Config

@@ -1,3 +1,3 @@
-from .cli import main
+from edge_foct.edge_app.cli import main
 
 main()

@@ -1,4 +1,4 @@
-"""``edge-foct``: the command line. Each command lives in its own module; this file registers them.
+"""``edge-foct``: the command line. Each command lives in its own module under ``commands/``; this file registers them.
 
 Errors a user can fix (EdgeFoctError, and click's bad option values) print one line and exit with
 status 2, never a traceback.
@@ -10,9 +10,9 @@ import logging
 import sys
 
 import click
+from edge_foct.runtime.errors import EdgeFoctError
 
 from edge_foct import __version__
-from edge_foct.runtime.errors import EdgeFoctError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,11 +27,21 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import bench_cmd, build_engines_cmd, demo_cmd, eval_cmd, export_cmd, fit_cmd, predict_cmd, prepare_cmd
-    from . import doctor_cmd, serve_cmd, watch_cmd
+    from .commands import (
+        bench,
+        build_engines,
+        demo,
+        doctor,
+        eval,
+        export,
+        fit,
+        predict,
+        prepare_backbone,
+        serve,
+        watch,
+    )
 
-    for module in (fit_cmd, predict_cmd, demo_cmd, prepare_cmd, eval_cmd, bench_cmd, export_cmd,
-                   build_engines_cmd, serve_cmd, watch_cmd, doctor_cmd):
+    for module in (fit, predict, demo, prepare_backbone, eval, bench, export, build_engines, serve, watch, doctor):
         cli.add_command(module.command)
 
 

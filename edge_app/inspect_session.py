@@ -23,7 +23,7 @@ from edge_foct.runtime.pipeline import Inspector
 from edge_foct.runtime.preprocess import Preprocessor
 from edge_foct.runtime.threads import ThreadPlan
 
-from .backbones import UNTRAINED_WARNING, as_feature_graph
+from edge_foct.edge_app.backbones import UNTRAINED_WARNING, as_feature_graph
 
 log = logging.getLogger("edge_foct")
 

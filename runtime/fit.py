@@ -6,8 +6,9 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -40,6 +41,34 @@ def embed(backbone: Backbone, pre: Preprocessor, images: Iterable[np.ndarray], b
         out.append(backbone.features(pre.normalise(np.stack(buf))))
     f = np.concatenate(out)  # (N, h, w, D)
     return f.reshape(f.shape[0], -1, f.shape[-1])
+
+
+class FeatureSource(Protocol):
+    """Where ``fit_bank`` gets patch features: the backbone itself (``Embedder``: fit, demo, serve,
+    bench) or a cache keyed by the images' sources (eval's ``FeatureStore``). Both must give the
+    features ``embed`` would give for the same images and the same preprocessing."""
+
+    pre: Preprocessor
+
+    def support(self, images: Sequence[np.ndarray], sources: Sequence[Any]) -> np.ndarray:
+        """K images (and their sources) -> (K, Q, D)."""
+
+    def views(self, image: np.ndarray, source: Any, n: int, seed: int) -> np.ndarray:
+        """One image -> (n, Q, D) features of its ``jitter_views(image, n, seed)``."""
+
+
+@dataclass
+class Embedder:
+    """The FeatureSource that runs the backbone on every call."""
+
+    backbone: Backbone
+    pre: Preprocessor
+
+    def support(self, images: Sequence[np.ndarray], sources: Sequence[Any] = ()) -> np.ndarray:
+        return embed(self.backbone, self.pre, images)
+
+    def views(self, image: np.ndarray, source: Any, n: int, seed: int) -> np.ndarray:
+        return embed(self.backbone, self.pre, jitter_views(image, n, seed=seed))
 
 
 def mask_to_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -77,9 +106,13 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
              sources: Sequence[str] = (), foreground: ForegroundFn | None = None,
              extra_manifest: dict[str, Any] | None = None, calibration: Sequence[np.ndarray] = (),
              max_false_alarms: float | None = None, calibration_sources: Sequence[str] = (),
-             progress: bool = False) -> Bank:
+             progress: bool = False, features: FeatureSource | None = None) -> Bank:
     """images: K RGB uint8 support images (any size) -> a Bank ready to save. K = 0 for a
     ``zero_shot`` method (threshold rule ``zero-shot-prior``).
+
+    The one function that fits a bank, for every command: fit, demo, serve's demo bank, bench and
+    eval (which passes its feature cache as ``features``; the default embeds with ``backbone``).
+    It owns the foreground decision, the threshold calibration and the manifest.
 
     A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
     else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
@@ -93,8 +126,12 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     if not images and not cls.zero_shot:
         raise EdgeFoctError(f"method {cls.name!r} needs at least 1 support image (zero-shot methods: "
                             f"{sorted(n for n, c in METHODS.items() if c.zero_shot)})")
+    source = features or Embedder(backbone, pre)
+    if (source.pre.grid, source.pre.crop_hw) != (pre.grid, pre.crop_hw):
+        raise EdgeFoctError(f"features on a {source.pre.grid} grid, the config asks for {pre.grid}")
+    keys = list(sources) or [None] * len(images)
     q = pre.grid[0] * pre.grid[1]
-    feats = embed(backbone, pre, images) if images else np.zeros((0, q, backbone.info.feature_dim), np.float32)
+    feats = source.support(images, keys) if images else np.zeros((0, q, backbone.info.feature_dim), np.float32)
     fg, fg_rules = None, []
     if cls.uses_foreground and images:
         fg, fg_rules = support_masks(images, pre, foreground or default_foreground())
@@ -108,7 +145,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
         v = views_per_image(config.threshold.views, len(images))
 
         def views_of(i: int) -> np.ndarray:  # (V, Q, D), computed when calibrate reaches image i
-            return embed(backbone, pre, jitter_views(images[i], v, seed=config.threshold.seed + i))
+            return source.views(images[i], keys[i], v, seed=config.threshold.seed + i)
 
         with tqdm(total=len(images), desc="fit: threshold", unit="img", file=sys.stderr,
                   disable=not progress) as bar:

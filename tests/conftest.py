@@ -46,7 +46,7 @@ def mobilenet_features(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_category(tmp_path_factory) -> Path:
-    from edge_foct.edge_app.demo_data import write_demo_dataset
+    from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
 
     return write_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=4, n_good=4, n_defect=4)
 

@@ -3,7 +3,7 @@ and with ``mqtt`` the broker publisher: mqtt_publisher.py).
 
 ``ServeApp(options, source).start()`` returns once everything runs; ``wait()`` until the loop
 stops by itself (the source ended, --max-frames) and ``stop()`` to shut it all down (the state
-is saved on the way out). The CLI (edge_app/serve_cmd.py) adds the signal handling.
+is saved on the way out). The CLI (edge_app/commands/serve.py) adds the signal handling.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from edge_foct.runtime import atomic, names
 from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
 
-from ..inspect_session import open_session
-from .dashboard import Dashboard
-from .live import LiveStatus
-from .loop import InferenceLoop, LoopResult
-from .mqtt_config import BrokerSettings
-from .mqtt_publisher import MqttPublisher
-from .out_lock import OutLock
-from .outputs import EventLog, Snapshots
-from .prometheus import StationMetrics
-from .sources import CaptureThread, Source, SourceError
-from .state import CorruptState, StateStore
+from edge_foct.edge_app.inspect_session import open_session
+from edge_foct.edge_app.serve.dashboard import Dashboard
+from edge_foct.edge_app.serve.live import LiveStatus
+from edge_foct.edge_app.serve.loop import InferenceLoop, LoopResult
+from edge_foct.edge_app.serve.mqtt_config import BrokerSettings
+from edge_foct.edge_app.serve.mqtt_publisher import MqttPublisher
+from edge_foct.edge_app.serve.out_lock import OutLock
+from edge_foct.edge_app.serve.outputs import EventLog, Snapshots
+from edge_foct.edge_app.serve.prometheus import StationMetrics
+from edge_foct.edge_app.serve.sources import CaptureThread, Source, SourceError
+from edge_foct.edge_app.serve.state import CorruptState, StateStore
 
 log = logging.getLogger("edge_foct.serve")
 

@@ -31,10 +31,10 @@ from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
 
-from ..json_out import dumps
-from .http_guard import HttpGuard, server_limits
-from .live import LiveStatus
-from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
+from edge_foct.edge_app.json_out import dumps
+from edge_foct.edge_app.serve.http_guard import HttpGuard, server_limits
+from edge_foct.edge_app.serve.live import LiveStatus
+from edge_foct.edge_app.serve.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 
 log = logging.getLogger("edge_foct.serve")
 

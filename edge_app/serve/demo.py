@@ -1,6 +1,6 @@
 """The built-in demo stream: a video of good and defective parts, and a bank fitted on two good ones.
 
-From the generated demo product (edge_app/demo_data.py) by default, or from a real MVTec-layout
+From the generated demo product (edge_app/datasets/demo_product.py) by default, or from a real MVTec-layout
 category folder (``--data``). Like a production line, the stream is mostly good parts: every good
 image but the two support images, and defective ones up to a quarter of that, in a fixed order.
 The video is lossless (FFV1): JPEG artefacts alone raise the scores of good parts (MJPG at
@@ -18,8 +18,8 @@ import numpy as np
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.image_io import list_images, read_image
 
-from ..demo_data import write_demo_dataset
-from ..fit_cmd import pick_support, run_fit
+from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
+from edge_foct.edge_app.fitting import pick_support, run_fit
 
 log = logging.getLogger("edge_foct.serve")
 

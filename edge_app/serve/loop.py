@@ -17,13 +17,13 @@ import cv2
 
 from edge_foct.runtime.threshold import StreamThreshold
 
-from ..inspect_session import Session
-from ..json_out import finite_or_none
-from ..render import overlay_bgr
-from .live import LiveStatus
-from .outputs import EventLog, Snapshots
-from .sources import CaptureThread, Frame
-from .state import StateStore
+from edge_foct.edge_app.inspect_session import Session
+from edge_foct.edge_app.json_out import finite_or_none
+from edge_foct.edge_app.render import overlay_bgr
+from edge_foct.edge_app.serve.live import LiveStatus
+from edge_foct.edge_app.serve.outputs import EventLog, Snapshots
+from edge_foct.edge_app.serve.sources import CaptureThread, Frame
+from edge_foct.edge_app.serve.state import StateStore
 
 log = logging.getLogger("edge_foct.serve")
 

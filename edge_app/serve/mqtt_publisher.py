@@ -32,8 +32,8 @@ import paho.mqtt.client as mqtt
 
 from edge_foct.runtime.errors import EdgeFoctError
 
-from .event_queue import EventQueue, Message
-from .mqtt_config import BrokerSettings, apply_credentials
+from edge_foct.edge_app.serve.event_queue import EventQueue, Message
+from edge_foct.edge_app.serve.mqtt_config import BrokerSettings, apply_credentials
 
 log = logging.getLogger("edge_foct.serve")
 

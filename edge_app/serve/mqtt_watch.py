@@ -21,7 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .mqtt_config import BrokerSettings, apply_credentials
+from edge_foct.edge_app.serve.mqtt_config import BrokerSettings, apply_credentials
 
 log = logging.getLogger("edge_foct.watch")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge_foct.runtime.errors import EdgeFoctError
 
-from ..out_dir import ensure_writable
+from edge_foct.edge_app.out_dir import ensure_writable
 
 LOCK_NAME = "serve.lock"
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from edge_foct.edge_app.bench_cmd import STAGES
+from edge_foct.edge_app.evaluation.latency import STAGES
 from edge_foct.edge_app.cli import cli
 from edge_foct.edge_app.machine_info import describe, machine_info
 from edge_foct.runtime.errors import EdgeFoctError
@@ -41,17 +41,17 @@ def test_bench_outputs(data, demo_category, random_backbone, tmp_path):
 
 
 def test_bench_compare_runs_engines_and_plans_interleaved(demo_category, random_backbone, tmp_path, monkeypatch):
-    from edge_foct.edge_app import bench_cmd
+    from edge_foct.edge_app.evaluation import latency
 
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
     order = []  # (row, frame) in the order run_rows drives them
-    inspect = bench_cmd.Inspector.inspect
+    inspect = latency.Inspector.inspect
 
     def recording(self, rgb):
         order.append(id(self))
         return inspect(self, rgb)
 
-    monkeypatch.setattr(bench_cmd.Inspector, "inspect", recording)
+    monkeypatch.setattr(latency.Inspector, "inspect", recording)
     res = CliRunner().invoke(cli, ["bench", "--backbone", str(random_backbone), "--size", "64", "--methods",
                                    "patchcore", "--frames", "3", "--warmup", "1", "--out", str(tmp_path),
                                    "--compare", "cpu openvino:f32", "--threads", "1", "library"])

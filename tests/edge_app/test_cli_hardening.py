@@ -241,7 +241,7 @@ def test_default_outputs_are_git_ignored():
     `git status` stays clean (serve's default --out likewise)."""
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.skip("not a git checkout (or no git): nothing to check the ignore rules with")
-    from edge_foct.edge_app import demo_cmd, serve_cmd
+    from edge_foct.edge_app.commands import demo as demo_cmd, serve as serve_cmd
 
     for cmd in (demo_cmd.command, serve_cmd.command):
         default = next(p.default for p in cmd.params if p.name == "out")
@@ -253,7 +253,7 @@ def test_default_outputs_are_git_ignored():
 # --- item 14: help ------------------------------------------------------------------------------
 
 def test_help_lists_methods_presets_and_documents_every_option():
-    from edge_foct.edge_app.cli_options import METHOD_LINES
+    from edge_foct.edge_app.commands.options import METHOD_LINES
     from edge_foct.runtime.methods import METHODS
 
     assert set(METHOD_LINES) == set(METHODS)  # a new method gets its line

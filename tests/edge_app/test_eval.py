@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_foct.edge_app import elpv
+from edge_foct.edge_app.datasets import elpv
 from edge_foct.edge_app.cli import cli
-from edge_foct.edge_app.datasets import load_category
-from edge_foct.edge_app.eval_cmd import parse_methods
-from edge_foct.edge_app.evaluate import SplitResult, split_metrics
+from edge_foct.edge_app.datasets.mvtec import load_category
+from edge_foct.edge_app.evaluation.runner import parse_methods
+from edge_foct.edge_app.evaluation.protocol import SplitResult, split_metrics
 from edge_foct.runtime.errors import EdgeFoctError
 
 METRICS = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro", "seconds_per_image",
@@ -99,8 +99,8 @@ def test_split_metrics_reads_concentration_and_admissions():
 
 def test_stream_verdicts_follow_the_serving_rule(demo_category, random_backbone):
     """run_split's stream verdicts = StreamThreshold fed the scores in stream order (as serve does)."""
-    from edge_foct.edge_app.datasets import load_category
-    from edge_foct.edge_app.evaluate import FeatureStore, MethodSpec, draw_split, run_split
+    from edge_foct.edge_app.datasets.mvtec import load_category
+    from edge_foct.edge_app.evaluation.protocol import FeatureStore, MethodSpec, draw_split, run_split
     from edge_foct.runtime.backbone import Backbone
     from edge_foct.runtime.preprocess import Preprocessor
     from edge_foct.runtime.threshold import StreamParams
@@ -183,8 +183,8 @@ def test_worker_processes_give_the_results_of_one_process(demo_category, random_
 
 def test_split_supports_are_distinct_when_possible():
     """Five splits of 2 shots among 16 images are five different support sets (seed 0 once drew 3)."""
-    from edge_foct.edge_app.datasets import Category
-    from edge_foct.edge_app.evaluate import draw_split
+    from edge_foct.edge_app.datasets.mvtec import Category
+    from edge_foct.edge_app.evaluation.protocol import draw_split
 
     for n, shots in ((16, 1), (16, 2), (8, 4), (3, 2)):
         cat = Category("c", Path("/nonexistent"), tuple(Path(f"g{i}.png") for i in range(n)), ())

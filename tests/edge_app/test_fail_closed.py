@@ -80,7 +80,7 @@ def test_manifest_threshold_not_finite_is_refused(small_bank, tmp_path, demo_cat
 def test_nan_score_is_defective_and_written_as_null(small_bank, demo_category, tmp_path, random_backbone):
     """A method that returns NaN patch scores: the part is defective, results.jsonl stays valid JSON."""
     from edge_foct.edge_app.inspect_session import open_session
-    from edge_foct.edge_app.predict_cmd import predict_images
+    from edge_foct.edge_app.predicting import predict_images
     from edge_foct.runtime.image_io import list_images
 
     session = open_session(small_bank, str(random_backbone))

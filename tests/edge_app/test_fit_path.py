@@ -62,3 +62,31 @@ def test_keep_aspect_fit_and_predict(random_backbone, tmp_path):
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "pred" / "results.jsonl").read_text().splitlines()[0])
     assert cv2.imread(str(tmp_path / "pred" / rec["map"]), cv2.IMREAD_UNCHANGED).shape == (64, 160)
+
+
+def test_fit_and_eval_build_the_same_bank(demo_category, random_backbone, tmp_path):
+    """`edge-foct fit` on a split's support == eval's bank for that split, array by array (both call
+    runtime.fit.fit_bank; eval feeds it from its feature cache). Same engine: eval defaults to ONNX
+    Runtime float32, fit to the fastest engine here."""
+    from edge_foct.edge_app.datasets.mvtec import find_categories
+    from edge_foct.edge_app.evaluation.protocol import FeatureStore, MethodSpec, draw_split, fit_split
+
+    cat = find_categories(demo_category)[0]
+    bb = Backbone.load(random_backbone)
+    for method, preset in (("patchcore", None), ("foct", "edge"), ("patchcore+", None)):
+        support, _ = draw_split(cat, 2, 1, seed=0)
+        out = tmp_path / f"bank-{method}"
+        args = ["fit", "--support", *[a for p in support for a in ("--support", str(p))][1:], "--backbone",
+                str(random_backbone), "--method", method, "--size", "64", "--out", str(out),
+                "--engine", "cpu"]  # eval's engine (fit's auto may pick OpenVINO bf16 on this CPU)
+        res = CliRunner().invoke(cli, args + (["--preset", preset] if preset else []))
+        assert res.exit_code == 0, res.output
+        cli_bank = Bank.load(out)
+        eval_bank = fit_split(cat, FeatureStore(bb, Preprocessor(64, 64)), MethodSpec(method, preset), 2, 1, seed=0)
+        assert [s["path"] for s in cli_bank.manifest["support"]] == [str(p) for p in support]
+        assert eval_bank.manifest["support"] == cli_bank.manifest["support"]  # foreground rules included
+        for key in ("method", "threshold", "input", "grid", "backbone"):
+            assert eval_bank.manifest[key] == cli_bank.manifest[key], key
+        assert set(eval_bank.arrays) == set(cli_bank.arrays)
+        for k in cli_bank.arrays:
+            np.testing.assert_array_equal(eval_bank.arrays[k], cli_bank.arrays[k], err_msg=f"{method}: {k}")

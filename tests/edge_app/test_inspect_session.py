@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_foct.edge_app import doctor_cmd
+from edge_foct.edge_app import doctor_report
 from edge_foct.edge_app.inspect_session import decide_serving, open_session
 from edge_foct.runtime import names
 from edge_foct.runtime.cuda import probe
@@ -112,10 +112,10 @@ def test_engine_folder_built_from_the_backbone_is_taken_and_doctor_agrees(bank, 
     assert bb.engine.metadata[names.META_FORMAT] == names.FEATURE_FORMAT_VERSION
     result = session.inspector.inspect(read_image(list_images([str(demo_category / "test" / "defect")])[0]))
     assert result.anomaly_map.shape == (64, 64)
-    serve = doctor_cmd.collect(engines, bank)["serve"]  # the same decision, printed
+    serve = doctor_report.collect(engines, bank)["serve"]  # the same decision, printed
     assert (serve["engine"], serve["engine_file"], serve["compute"]) == ("tensorrt", str(engines / "backbone.engine"),
                                                                       "numpy")
-    assert "TensorRT engine" in doctor_cmd.render(doctor_cmd.collect(engines, bank))
+    assert "TensorRT engine" in doctor_report.render(doctor_report.collect(engines, bank))
 
 
 @pytest.fixture

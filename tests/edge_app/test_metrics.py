@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-from edge_foct.edge_app import metrics
+from edge_foct.edge_app.evaluation import metrics
 
 
 def _cases(rng, n=400):
@@ -118,7 +118,7 @@ def test_pixel_metrics_agree_with_the_single_metrics(rng):
 
 
 def test_oracle_threshold_is_the_best_on_the_labels():
-    from edge_foct.edge_app.metrics import oracle_threshold
+    from edge_foct.edge_app.evaluation.metrics import oracle_threshold
 
     rng = np.random.default_rng(0)
     labels = rng.random(200) < 0.4

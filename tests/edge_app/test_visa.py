@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_foct.edge_app.datasets import find_categories, load_category
+from edge_foct.edge_app.datasets.mvtec import find_categories, load_category
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.image_io import list_images, read_mask
 

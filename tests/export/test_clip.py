@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the export side needs torch (pip install -e '.[export]')")
 open_clip = pytest.importorskip("open_clip", reason="WinCLIP's export needs open_clip_torch (the export extra)")
 
-from edge_foct.edge_app.export_cmd import export_clip_graph  # noqa: E402
+from edge_foct.edge_app.exporting import export_clip_graph  # noqa: E402
 from edge_foct.export import tensorrt_build as tb  # noqa: E402
 from edge_foct.export.clip_text import ANOMALOUS_STATES, NORMAL_STATES, TEMPLATES, encode_text, prompts  # noqa: E402
 from edge_foct.export.clip_vit import CLIP_MEAN, CLIP_STD, WinClipFeatures, build_clip  # noqa: E402

@@ -180,7 +180,7 @@ def test_real_build_on_this_gpu(onnx_dir, tmp_path):
 
 def test_build_side_needs_no_torch():
     """build-engines runs on a device without the export extra: planning and building import no torch."""
-    code = ("import sys, edge_foct.export.tensorrt_build, edge_foct.edge_app.build_engines_cmd\n"
+    code = ("import sys, edge_foct.export.tensorrt_build, edge_foct.edge_app.commands.build_engines\n"
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -210,7 +210,7 @@ def test_calibrate_streams_the_views_and_bounds_the_fits(rng, monkeypatch):
 def test_fit_defaults_are_bounded():
     from pathlib import Path
 
-    from edge_foct.edge_app.fit_cmd import DEFAULT_MAX_SHOTS, pick_support
+    from edge_foct.edge_app.fitting import DEFAULT_MAX_SHOTS, pick_support
     from edge_foct.runtime.fit import MAX_TOTAL_VIEWS, views_per_image
 
     paths = [Path(f"{i:03d}.png") for i in range(100)]

@@ -185,7 +185,7 @@ def test_fit_bank_refuses_no_support_for_methods_that_need_it(random_backbone):
 
 
 def test_method_lists_follow_the_backbone(rng):
-    from edge_foct.edge_app.eval_cmd import parse_methods
+    from edge_foct.edge_app.evaluation.runner import parse_methods
 
     cnn = [s.name for s in parse_methods(["all"], {})]
     assert "winclip" not in cnn and "winclip+" not in cnn and "patchcore" in cnn

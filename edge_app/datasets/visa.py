@@ -15,9 +15,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from edge_foct.edge_app.datasets.categories import Category, TestImage
 from edge_foct.runtime.errors import EdgeFoctError
-
-from .categories import Category, TestImage
 
 SPLIT_FILE = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")

@@ -1,8 +1,5 @@
-"""``edge-foct export``: WRN-50-2 backbone, SAM segmenter, navigator MLP, WinCLIP's CLIP -> ONNX + manifest.
-
-Each graph is checked right after export (onnx.checker, then ONNX Runtime against torch within the
-tolerance below) and recorded in ``OUT/manifest.json``. torch is imported only when this runs.
-"""
+"""Export graphs to ONNX (``edge-foct export``): backbone, segmenter, navigator, CLIP; each checked
+against its torch model (tolerances ``TOL``). Needs the ``export`` extra (torch)."""
 
 from __future__ import annotations
 
@@ -14,9 +11,13 @@ import numpy as np
 from edge_foct.runtime.errors import EdgeFoctError
 
 GRAPHS = ("backbone", "segmenter", "navigator", "clip")
+
+
 #: parity tolerances (|ort - torch| <= atol + rtol * |torch|): float32 kernels differ in summation
 #: order; a wrong graph misses these by orders of magnitude (measured max |err|: WRN 4e-5 on |ref| 49)
 TOL = {"backbone": (1e-3, 1e-3), "segmenter": (1e-3, 1e-3), "navigator": (1e-4, 1e-5), "clip": (1e-3, 1e-3)}
+
+
 NO_CHECKPOINT = ("--what segmenter needs --sam-checkpoint FILE (sam_vit_b_01ec64.pth etc. from "
                  "github.com/facebookresearch/segment-anything); without it the runtime uses the classical "
                  "foreground estimator: export only --what backbone --what navigator")
@@ -24,7 +25,12 @@ NO_CHECKPOINT = ("--what segmenter needs --sam-checkpoint FILE (sam_vit_b_01ec64
 
 def export_backbone(out: Path, weights: str | None, random_weights: bool, opset: int, check_size: int) -> None:
     from edge_foct.export.manifest import check_parity, record_graph
-    from edge_foct.export.wrn import ARCH, FEATURE_DIM, build_wide_resnet50, export_module
+    from edge_foct.export.wrn import (
+        ARCH,
+        FEATURE_DIM,
+        build_wide_resnet50,
+        export_module,
+    )
 
     source = weights or (None if random_weights else "imagenet")
     module, backbone_id, pretrained = build_wide_resnet50(source, random_weights)
@@ -105,7 +111,12 @@ def export_clip_graph(out: Path, model_name: str, weights: str | None, random_we
                       opset: int) -> Path:
     """WinCLIP's image encoder (export/clip_vit.py) + its text side data (export/clip_text.py)."""
     from edge_foct.export.clip_text import describe, text_side_data, write_side_data
-    from edge_foct.export.clip_vit import WinClipFeatures, build_clip, export_clip_image, random_image
+    from edge_foct.export.clip_vit import (
+        WinClipFeatures,
+        build_clip,
+        export_clip_image,
+        random_image,
+    )
     from edge_foct.export.manifest import check_parity, record_graph
 
     tiny = model_name == "tiny"
@@ -131,51 +142,3 @@ def _report(path: Path, parity: list, note: str = "") -> None:
     worst = max(parity, key=lambda p: p.max_abs_err)
     click.echo(f"{path}: ok (checker; ONNX Runtime vs torch max |err| {worst.max_abs_err:.2g}, "
                f"rtol {worst.rtol:g} atol {worst.atol:g}){note}")
-
-
-@click.command("export")
-@click.option("--what", "what", type=click.Choice([*GRAPHS, "all"]), multiple=True, required=True,
-              help="Graph(s) to export; repeat the flag for several (all: backbone, segmenter, navigator).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--weights", default=None, help="WRN-50-2: a torchvision state-dict file. "
-              "Default: torchvision's ImageNet weights (needs the network).")
-@click.option("--random-weights", is_flag=True, help="WRN-50-2 / CLIP with random weights (recorded as NOT pretrained).")
-@click.option("--check-size", type=int, default=256, show_default=True, help="Backbone parity-check input size.")
-@click.option("--sam-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="segment-anything checkpoint (.pth).")
-@click.option("--sam-type", type=click.Choice(["vit_b", "vit_l", "vit_h"]), default="vit_b", show_default=True,
-              help="SAM size of --sam-checkpoint.")
-@click.option("--prompt", type=click.Choice(["box", "centre"]), default="box", show_default=True,
-              help="Fixed SAM prompt: a box over the whole frame, or one point at its centre.")
-@click.option("--navigator-dim", type=int, default=1024, show_default=True, help="Feature dim D.")
-@click.option("--navigator-hidden", default="512,256", show_default=True, help="Hidden sizes H1,H2.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Navigator initialisation seed.")
-@click.option("--clip-model", default="ViT-B-16-plus-240", show_default=True,
-              help="open_clip model for --what clip (WinCLIP's); `tiny`: a small random ViT for tests.")
-@click.option("--clip-weights", default=None, help="open_clip pretrained tag (laion400m_e31: WinCLIP's) or a "
-              "checkpoint file; or --random-weights.")
-@click.option("--clip-object", default="object", show_default=True,
-              help="Object name in WinCLIP's prompts, e.g. 'metal plate'.")
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the graphs.")
-def command(what, out, weights, random_weights, check_size, sam_checkpoint, sam_type, prompt,
-            navigator_dim, navigator_hidden, seed, clip_model, clip_weights, clip_object, opset) -> None:
-    """Export graphs to ONNX, check them against torch, and write OUT/manifest.json."""
-    todo = GRAPHS[:3] if "all" in what else tuple(g for g in GRAPHS if g in what)
-    if "segmenter" in todo and sam_checkpoint is None:  # fail before any slow export
-        raise EdgeFoctError(NO_CHECKPOINT)
-    if check_size % 16:
-        raise EdgeFoctError(f"--check-size {check_size}: must be a multiple of 16")
-    if "backbone" in todo and weights and random_weights:
-        raise EdgeFoctError("--weights and --random-weights exclude each other; pick one")
-    if "navigator" in todo:
-        parse_hidden(navigator_hidden)
-    require_torch()
-    if "backbone" in todo:
-        export_backbone(out, weights, random_weights, opset, check_size)
-    if "segmenter" in todo:
-        export_segmenter_graphs(out, sam_checkpoint, sam_type, prompt, opset)
-    if "navigator" in todo:
-        export_navigator_graph(out, navigator_dim, navigator_hidden, seed, opset)
-    if "clip" in todo:
-        export_clip_graph(out, clip_model, clip_weights, random_weights, clip_object, opset)
-    click.echo(f"{out / 'manifest.json'}: {', '.join(todo)}")

@@ -21,7 +21,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from edge_foct.runtime import atomic
 from edge_foct.runtime.errors import EdgeFoctError
 
@@ -78,6 +77,6 @@ def _copy(src: Path, dst: Path, cat: Path, prob: float) -> str:
 
 def elpv_root() -> Path:
     """The layout in the user cache (written on first use)."""
-    from .backbones import cache_dir
+    from edge_foct.edge_app.backbones import cache_dir
 
     return write_elpv_layout(cache_dir() / "datasets" / f"elpv-cut{DEFECT_CUT}")

@@ -1,13 +1,15 @@
-"""``edge-foct fit``: support images -> memory bank folder."""
+"""Support images on disk -> a saved bank: the file side of ``runtime.fit.fit_bank`` (fit, demo, serve --demo)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import click
 import numpy as np
 
+from edge_foct.edge_app.backbones import UNTRAINED_WARNING, resolve_backbone
+from edge_foct.edge_app.inspect_session import load_backbone
+from edge_foct.edge_app.out_dir import ensure_writable, refuse_existing_bank
 from edge_foct.runtime.config import check_config, load_config
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import fit_bank
@@ -17,15 +19,7 @@ from edge_foct.runtime.preprocess import image_aspect
 from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import finite_threshold
 
-from .backbones import UNTRAINED_WARNING, resolve_backbone
-from .cli_options import INPUT_SIZE, METHOD, PRESET_HELP, methods_epilog
-from .inspect_session import load_backbone
-from .options import BUDGET, FINITE
-from .out_dir import ensure_writable, refuse_existing_bank
-from .run_options import engine_option, start_threads, threads_option
-
 log = logging.getLogger("edge_foct.fit")
-
 
 #: without --shots, at most this many support images are drawn: the fit's cost grows with K^2
 #: (benchmarks/threshold_rules.md, fit scaling) and 16 good parts already cover a line's variation
@@ -93,42 +87,3 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     if not bb.info.pretrained:
         log.warning(UNTRAINED_WARNING)
     return out
-
-
-@click.command("fit", epilog=methods_epilog())
-@click.option("--support", "support", multiple=True,
-              help="Folder(s) or image file(s) of good parts (repeatable); none with --shots 0.")
-@click.option("--backbone", type=click.Path(dir_okay=False), default=None,
-              help="Feature ONNX (or a known classification ONNX). Default: see `edge-foct demo --help`.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Bank folder to write (one that holds a bank is replaced only with --force).")
-@click.option("--force", is_flag=True, help="Replace the bank already in --out.")
-@click.option("--shots", type=click.IntRange(min=0), default=None,
-              help=f"Draw this many support images (default: all, at most {DEFAULT_MAX_SHOTS}); 0: text prompts "
-                   "only (--method winclip). Fit time and memory grow faster than linearly with it (the "
-                   "threshold's leave-out fits): a few to a few dozen suit most parts.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
-@click.option("--method", type=METHOD, default=None, help="Method (default from config: patchcore); see below.")
-@click.option("--preset", default=None, help=PRESET_HELP)
-@click.option("--size", type=INPUT_SIZE, default=None,
-              help="Input size (resize = crop = SIZE), a multiple of 16. Default: the graph's fixed size (CLIP: 240), else 256.")
-@click.option("--threshold", type=FINITE, default=None, help="Override the learnt threshold (a finite number).")
-@click.option("--calibrate", "calibrate", multiple=True,
-              help="Folder(s) or files of MORE good parts (not in the memory, no labels): they set the "
-                   "threshold. 4-8 help (benchmarks/threshold_rules.md). Support images are skipped.")
-@click.option("--max-false-alarms", "max_false_alarms", type=BUDGET, default=None,
-              help="A false-alarm budget (e.g. 5% or 0.05): the threshold is set for that rate of good parts.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
-@click.option("--keep-aspect", is_flag=True,
-              help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
-@click.option("--download", is_flag=True,
-              help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
-@engine_option
-@threads_option
-def command(support, backbone, out, force, shots, seed, method, preset, size, threshold, calibrate, max_false_alarms,
-            config_path, keep_aspect, download, engine, threads) -> None:
-    """Learn a memory bank from a few images of good parts."""
-    plan = start_threads(threads)
-    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold, force=force,
-            download=download, keep_aspect=keep_aspect, calibrate=list(calibrate), max_false_alarms=max_false_alarms,
-            engine=engine, plan=plan)

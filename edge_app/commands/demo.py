@@ -12,16 +12,15 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edge_foct.edge_app.fitting import run_fit
+from edge_foct.edge_app.commands.options import INPUT_SIZE, METHOD, POSITIVE_INT, PRESET_HELP, methods_epilog
+from edge_foct.edge_app.predicting import predict_images
+from edge_foct.edge_app.commands.run_options import engine_option, start_threads, threads_option
+from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
+from edge_foct.edge_app.evaluation.metrics import auroc
+from edge_foct.edge_app.inspect_session import open_session
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.image_io import list_images
-
-from .cli_options import INPUT_SIZE, METHOD, POSITIVE_INT, PRESET_HELP, methods_epilog
-from .demo_data import write_demo_dataset
-from .fit_cmd import run_fit
-from .inspect_session import open_session
-from .metrics import auroc
-from .predict_cmd import predict_images
-from .run_options import engine_option, start_threads, threads_option
 
 
 @click.command("demo", epilog=methods_epilog())

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import click
 
+from edge_foct.edge_app.backbones import KNOWN_BACKBONES, is_feature_graph
 from edge_foct.runtime import atomic
 from edge_foct.runtime.errors import EdgeFoctError
-
-from .backbones import KNOWN_BACKBONES, is_feature_graph
 
 
 def print_known() -> None:
@@ -48,7 +47,10 @@ def command(src, out, list_known, builtin, taps, tap8, tap16, layer_dim, out_dim
     if out is None:
         raise EdgeFoctError("prepare-backbone: --out FEATURES.onnx is required (or --list)")
     if builtin:
-        from edge_foct.export.efficientnet_lite import DEFAULT_TAPS, build_efficientnet_lite0
+        from edge_foct.export.efficientnet_lite import (
+            DEFAULT_TAPS,
+            build_efficientnet_lite0,
+        )
 
         build_efficientnet_lite0(out, taps=taps or DEFAULT_TAPS)
     elif src is None:

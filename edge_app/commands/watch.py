@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from .serve.mqtt_config import load_serve_config, resolve
-from .serve.mqtt_watch import Received, Watcher, format_line
+from edge_foct.edge_app.serve.mqtt_config import load_serve_config, resolve
+from edge_foct.edge_app.serve.mqtt_watch import Received, Watcher, format_line
 
 
 @click.command("watch")

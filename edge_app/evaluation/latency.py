@@ -1,15 +1,5 @@
-"""``edge-foct bench``: per-stage latency of the served path (runtime/pipeline.py's Inspector).
-
-Rows: every engine (``--engine``, or several with ``--compare``) x thread plan (``--threads``, one
-or several) x method. Each row fits its own bank on ``--shots`` support images (``--data``'s
-train/good, or the built-in demo part, so it runs on a fresh machine) with its own backbone; then
-``--warmup`` + ``--frames`` frames (the category's test images, decoded beforehand and cycled, like
-frames already in memory) go through ``Inspector.inspect`` online, interleaved: frame i through
-every row before frame i+1, so that a load change on a shared machine hits every row alike. Each
-row reports the median / p95 / p99 of every stage after warm-up, its engine, precision and thread
-plan, the process's peak RSS, the method's FLOPs per image (``Method.flops``), the machine, and the
-papers' per-image timings beside them.
-"""
+"""Per-stage latency and memory of methods on one machine (``edge-foct bench``): rows of engine x
+thread plan x method, fitted once on the same support, timed interleaved frame by frame."""
 
 from __future__ import annotations
 
@@ -26,6 +16,12 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
+from edge_foct.edge_app.backbones import UNTRAINED_WARNING, resolve_backbone
+from edge_foct.edge_app.datasets.demo_product import write_demo_dataset
+from edge_foct.edge_app.evaluation.report import latency_table
+from edge_foct.edge_app.evaluation.runner import load_foreground, parse_methods
+from edge_foct.edge_app.inspect_session import open_backbone
+from edge_foct.edge_app.machine_info import describe, kernel_path, machine_info
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.config import Config
@@ -37,14 +33,6 @@ from edge_foct.runtime.methods import Method, make_params, method_class
 from edge_foct.runtime.pipeline import Inspector
 from edge_foct.runtime.preprocess import Preprocessor
 from edge_foct.runtime.threads import ThreadPlan, apply_plan, library_defaults, plan_threads, set_limits
-
-from .backbones import UNTRAINED_WARNING, resolve_backbone
-from .demo_data import write_demo_dataset
-from .eval_cmd import MultiValueCommand, load_foreground, parse_methods
-from .inspect_session import open_backbone
-from .machine_info import describe, kernel_path, machine_info
-from .report import latency_table
-from .run_options import ENGINE_HELP
 
 #: per-image inference on an RTX 3090, seed 001 (FastRef) Table 3, in seconds
 PAPERS_RTX3090 = {"patchcore": 0.21, "patchcore+": 0.49, "winclip": 0.50, "winclip+": 0.81}
@@ -202,32 +190,3 @@ def run_bench(backbone: str | None, size: int | None, methods: list[str], frames
     if not info.pretrained:
         click.echo(f"WARNING: {UNTRAINED_WARNING}", err=True)
     return result
-
-
-@click.command("bench", cls=MultiValueCommand)
-@click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
-@click.option("--size", type=int, default=None, help="Input size (resize = crop), e.g. 256 or 336 "
-              "[default: the graph's fixed size (CLIP: 240), else 256].")
-@click.option("--methods", multiple=True, default=("patchcore",), show_default=True,
-              help="name or name/preset, space- or comma-separated; `all` = every method.")
-@click.option("--frames", type=int, default=50, show_default=True, help="Timed frames per method.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed frames first.")
-@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="MVTec-layout category (support from train/good, frames from test/). Default: the demo part.")
-@click.option("--shots", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Support images of the benchmarked bank (0: zero-shot methods).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draw.")
-@click.option("--threads", multiple=True, default=("default",), show_default=True,
-              help="Thread plan(s): N cores, 'default' (every usable core) or 'library' (no plan: each "
-                   "library's own threads); several values are run interleaved.")
-@click.option("--engine", default="auto", show_default=True, help=ENGINE_HELP)
-@click.option("--compare", multiple=True, default=(),
-              help="Engines to run interleaved in one run instead of --engine, e.g. `cpu openvino openvino:f32`.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for bench.json and bench.md (default: print only).")
-def command(backbone, size, methods, frames, warmup, data, shots, seed, threads, engine, compare, out) -> None:
-    """Per-stage latency (median/p95/p99), peak memory and FLOPs per engine, thread plan and method."""
-    if frames < 1 or warmup < 0:
-        raise EdgeFoctError("--frames must be >= 1 and --warmup >= 0")
-    engines = [e for v in compare for e in v.replace(",", " ").split()] or [engine]
-    run_bench(backbone, size, list(methods), frames, warmup, data, shots, seed, list(threads), out, engines)

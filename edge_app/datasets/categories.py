@@ -1,6 +1,6 @@
 """What an evaluation data set is made of: categories of train (good) and test images.
 
-Shared by the readers (datasets.py: MVTec layout; visa.py: VisA; elpv.py: ELPV) so that none
+Shared by the readers (mvtec.py: MVTec layout; visa.py: VisA; elpv.py: ELPV) so that none
 of them imports another.
 """
 

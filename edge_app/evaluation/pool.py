@@ -23,10 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from edge_foct.edge_app.datasets.mvtec import Category
+from edge_foct.edge_app.evaluation.protocol import (
+    FeatureStore,
+    MethodSpec,
+    PixelTruth,
+    draw_split,
+    run_split,
+    split_metrics,
+)
+from edge_foct.runtime.fit import views_per_image
 from edge_foct.runtime.methods import method_class
-
-from .datasets import Category
-from .evaluate import FeatureStore, MethodSpec, PixelTruth, draw_split, run_split, split_metrics
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,8 @@ def prepare(ctx: Context, tasks: list[Task]) -> None:
     for shots, split in dict.fromkeys((t.shots, t.split) for t in tasks):
         support, _ = draw_split(cat, shots, split, ctx.seed)
         store.ensure(support)
-        for i, p in enumerate(support):
-            store.views(p, ctx.views, seed=ctx.seed + i)  # the keys run_split asks for
+        for i, p in enumerate(support):  # the keys fit_bank asks for
+            store.views(None, p, views_per_image(ctx.views, shots), seed=ctx.seed + i)
 
 
 def run_task(task: Task, ctx: Context | None = None) -> TaskResult:

@@ -15,17 +15,16 @@ from pathlib import Path
 import click
 import cv2
 
+from edge_foct.edge_app.commands.options import INPUT_SIZE, METHOD, NON_NEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT
+from edge_foct.edge_app.commands.run_options import engine_option, start_threads, threads_option
+from edge_foct.edge_app.commands.value_types import FINITE
+from edge_foct.edge_app.serve.app import ServeApp, ServeOptions
+from edge_foct.edge_app.serve.demo import prepare_demo
+from edge_foct.edge_app.serve.http_guard import TOKEN_ENV, check_bind
+from edge_foct.edge_app.serve.mqtt_config import load_serve_config, resolve
+from edge_foct.edge_app.serve.out_lock import OutLock
+from edge_foct.edge_app.serve.sources import FOLDER_STATE, CaptureSource, FolderSource
 from edge_foct.runtime.errors import EdgeFoctError
-
-from .cli_options import INPUT_SIZE, METHOD, NON_NEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT
-from .options import FINITE
-from .serve.app import ServeApp, ServeOptions
-from .serve.http_guard import TOKEN_ENV, check_bind
-from .serve.out_lock import OutLock
-from .serve.demo import prepare_demo
-from .run_options import engine_option, start_threads, threads_option
-from .serve.mqtt_config import load_serve_config, resolve
-from .serve.sources import FOLDER_STATE, CaptureSource, FolderSource
 
 log = logging.getLogger("edge_foct.serve")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from edge_foct.runtime import atomic
 
 CATEGORY = "demo_part"

@@ -1,11 +1,5 @@
-"""``edge-foct eval``: the few-shot protocol (edge_app/evaluate.py) over categories, methods, shots.
-
-Per category: features once (FeatureStore), then for every shots x method x split a streamed run
-(run_split) scored by split_metrics; per method/category/shots one JSON record with the mean,
-std and per-split values of every metric (benchmarks/README.md documents the fields), a
-Markdown table, and one plot per category and shots. Results are rewritten after each category,
-so a long run leaves what it finished. A category's features are freed before the next.
-"""
+"""``edge-foct eval`` as a function: categories x methods x shots x splits through the worker pool,
+then records, tables and plots (evaluation/report.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +17,13 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from edge_foct.edge_app.backbones import UNTRAINED_WARNING, resolve_backbone
+from edge_foct.edge_app.datasets.mvtec import Category, find_categories
+from edge_foct.edge_app.evaluation.pool import Context, Task, TaskResult, run_tasks
+from edge_foct.edge_app.evaluation.protocol import FeatureStore, MethodSpec, draw_split, pixel_truth
+from edge_foct.edge_app.evaluation.report import accuracy_table, plot_scores, summarise, write_results
+from edge_foct.edge_app.inspect_session import load_backbone
+from edge_foct.edge_app.machine_info import kernel_path, machine_info
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.errors import EdgeFoctError
@@ -31,35 +32,6 @@ from edge_foct.runtime.image_io import read_image
 from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor, image_aspect
 from edge_foct.runtime.threads import ThreadPlan
-
-from .backbones import UNTRAINED_WARNING, resolve_backbone
-from .datasets import Category, find_categories
-from .eval_pool import Context, Task, TaskResult, default_jobs, run_tasks
-from .evaluate import FeatureStore, MethodSpec, draw_split, pixel_truth
-from .inspect_session import load_backbone
-from .machine_info import kernel_path, machine_info
-from .report import accuracy_table, plot_scores, summarise, write_results
-from .run_options import ENGINE_HELP, start_threads, threads_option
-
-class MultiValueCommand(click.Command):
-    """Lets ``--shots 1 2 4`` and ``--shots 1,2,4`` stand for ``--shots 1 --shots 2 --shots 4``
-    (for the options declared with multiple=True)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        multi = {o for p in self.params if isinstance(p, click.Option) and p.multiple for o in p.opts}
-        out, current = [], None
-        for a in args:
-            if a.startswith("-"):
-                current = a if a in multi else None
-                out.append(a)
-            elif current is None:
-                out.append(a)
-            else:
-                for v in filter(None, a.split(",")):
-                    if out[-1] != current:
-                        out.append(current)  # a further value of the same option
-                    out.append(v)
-        return super().parse_args(ctx, out)
 
 
 def parse_methods(values: list[str], context: dict[str, Any] | None = None) -> list[MethodSpec]:
@@ -151,7 +123,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
     specs = parse_methods(methods)
     if elpv:
-        from .elpv import elpv_root
+        from edge_foct.edge_app.datasets.elpv import elpv_root
 
         data = elpv_root()
     cats = find_categories(data, categories or None)
@@ -199,43 +171,3 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
     if not bb.info.pretrained:
         click.echo(f"WARNING: {UNTRAINED_WARNING}", err=True)
     return records
-
-
-@click.command("eval", cls=MultiValueCommand)
-@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="MVTec-layout root (MVTec AD, MPDD: category folders) or one category folder; or a "
-                   "VisA root (split_csv/1cls.csv) or one of its object folders, read in place.")
-@click.option("--elpv", is_flag=True, help="Use the ELPV solar-cell set (elpv-dataset package) instead of --data.")
-@click.option("--categories", multiple=True, help="Category names (default: every one under --data).")
-@click.option("--methods", multiple=True, default=("patchcore",), show_default=True,
-              help="name or name/preset (e.g. foct/edge), space- or comma-separated; `all` = every method.")
-@click.option("--shots", type=click.IntRange(min=0), multiple=True, default=(1, 2, 4), show_default=True,
-              help="Support sizes K to evaluate (repeatable); fit cost grows faster than linearly with K.")
-@click.option("--splits", type=int, default=5, show_default=True, help="Support draws per shots setting.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the support draws.")
-@click.option("--backbone", default=None, help="Feature ONNX (or a known classification ONNX).")
-@click.option("--size", type=int, default=None, help="Crop size (network input) [default: the graph's fixed "
-              "size (CLIP: 240), else 256].")
-@click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
-@click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
-@click.option("--jobs", type=int, default=0, show_default=True,
-              help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
-@click.option("--keep-aspect", is_flag=True,
-              help="Keep each category's image aspect (short side = --size) instead of a square crop.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Results folder (tables, per-image scores).")
-@click.option("--engine", default="cpu", show_default=True,
-              help=ENGINE_HELP + " eval defaults to cpu (ONNX Runtime, float32): accuracy must not depend on the "
-                                 "machine, and OpenVINO's auto precision is bf16 where the CPU has it.")
-@threads_option
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
-            out, engine, threads) -> None:
-    """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
-    if splits < 1 or any(k < 0 for k in shots):
-        raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
-    if jobs < 0:
-        raise EdgeFoctError(f"--jobs {jobs}: give 0 (one per CPU) or a positive number of worker processes")
-    plan = start_threads(threads)
-    run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
-             backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect,
-             engine=engine, plan=plan)

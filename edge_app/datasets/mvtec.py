@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_foct.edge_app.datasets.categories import Category, TestImage
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.image_io import list_images
-
-from .categories import Category, TestImage
 
 
 def load_category(root: str | Path) -> Category:
@@ -41,7 +40,7 @@ def find_categories(data_root: str | Path, names: list[str] | None = None) -> li
     data_root = Path(data_root)
     if (data_root / "train").is_dir():
         return [load_category(data_root)]
-    from .visa import load_visa, visa_root
+    from edge_foct.edge_app.datasets.visa import load_visa, visa_root
 
     if visa_root(data_root) is not None:
         return load_visa(data_root, names)

@@ -51,7 +51,12 @@ def rebuild_command(onnx_dir: Path, out: Path, fp16: bool, int8: bool, calib: tu
               help="TensorRT builder workspace (MiB).")
 def command(onnx_dir, out, fp16, int8, calib, sizes, opt_size, max_batch, max_pairs, workspace_mib) -> None:
     """Build TensorRT engines (timing cache, optimisation profiles, FP16/INT8) and their manifest."""
-    from edge_foct.export.tensorrt_build import TIMING_CACHE, BuildOptions, build_engines, plan_engines
+    from edge_foct.export.tensorrt_build import (
+        TIMING_CACHE,
+        BuildOptions,
+        build_engines,
+        plan_engines,
+    )
 
     out = out or onnx_dir / "tensorrt"
     opts = BuildOptions(fp16=fp16, int8=int8, calib=tuple(calib), sizes=_ints(sizes, "--sizes"),

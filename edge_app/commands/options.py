@@ -69,3 +69,24 @@ def methods_epilog() -> str:
 
 
 PRESET_HELP = "Method preset (" + presets_line() + ")."
+
+
+class MultiValueCommand(click.Command):
+    """Lets ``--shots 1 2 4`` and ``--shots 1,2,4`` stand for ``--shots 1 --shots 2 --shots 4``
+    (for the options declared with multiple=True)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        multi = {o for p in self.params if isinstance(p, click.Option) and p.multiple for o in p.opts}
+        out, current = [], None
+        for a in args:
+            if a.startswith("-"):
+                current = a if a in multi else None
+                out.append(a)
+            elif current is None:
+                out.append(a)
+            else:
+                for v in filter(None, a.split(",")):
+                    if out[-1] != current:
+                        out.append(current)  # a further value of the same option
+                    out.append(v)
+        return super().parse_args(ctx, out)

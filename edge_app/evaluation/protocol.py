@@ -1,7 +1,8 @@
 """The few-shot protocol, shared by `edge-foct eval` and the accuracy benchmarks.
 
 Per category and split: draw k support images from train/good (seeded), fit each method on the
-same support features, learn its threshold from normal images only, then stream the test images
+same support features through ``runtime.fit.fit_bank`` (the function `edge-foct fit` calls: the
+same foreground decision, threshold and manifest), learn its threshold from normal images only, then stream the test images
 through it in one fixed shuffled order (online methods see each image once, in order, and learn
 from it). Raw scores only: nothing is normalised over the test set.
 
@@ -13,23 +14,24 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from edge_foct.edge_app.datasets.mvtec import Category
+from edge_foct.edge_app.evaluation.metrics import auroc, f1_max, oracle_threshold, pixel_metrics, region_weights
 from edge_foct.runtime import threshold as thresholds
 from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
-from edge_foct.runtime.fit import ForegroundFn, default_foreground, support_masks
+from edge_foct.runtime.bank import Bank
+from edge_foct.runtime.config import Config
+from edge_foct.runtime.fit import ForegroundFn, fit_bank
 from edge_foct.runtime.image_io import read_image, read_mask
-from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
-
-from .datasets import Category
-from .metrics import auroc, f1_max, oracle_threshold, pixel_metrics, region_weights
+from edge_foct.runtime.threshold import Threshold
 
 
 class FeatureStore:
@@ -67,11 +69,16 @@ class FeatureStore:
             self._embed([path], read_image)
         return self._feats[path]
 
-    def views(self, path, n: int, seed: int) -> np.ndarray:
-        """Features of n jittered views of one image -> (n, Q, D)."""
-        keys = [("view", path, seed, i) for i in range(n)]
+    def support(self, images: Sequence[np.ndarray], sources: Sequence[Any]) -> np.ndarray:
+        """``runtime.fit.FeatureSource``: the support's cached features by path -> (K, Q, D)."""
+        return self.features(list(sources))
+
+    def views(self, image: np.ndarray | None, source: Any, n: int, seed: int) -> np.ndarray:
+        """Features of n jittered views of one image (read from ``source`` when ``image`` is None)
+        -> (n, Q, D); ``runtime.fit.FeatureSource``."""
+        keys = [("view", source, seed, i) for i in range(n)]
         if any(k not in self._feats for k in keys):
-            imgs = jitter_views(read_image(path), n, seed=seed)
+            imgs = jitter_views(read_image(source) if image is None else image, n, seed=seed)
             self._embed(keys, lambda k: imgs[k[3]])
         return np.stack([self._feats[k] for k in keys])
 
@@ -124,23 +131,27 @@ def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[l
     return support, rng.permutation(len(category.test))
 
 
+def fit_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,
+              foreground: ForegroundFn | None = None, views: int = 8) -> Bank:
+    """The bank ``edge-foct fit`` would write for this split's support: the same ``fit_bank``
+    (foreground decision, threshold, manifest), fed from the feature cache."""
+    support_paths, _ = draw_split(category, shots, split, seed)
+    config = Config().replace(method={"name": spec.name, "preset": spec.preset, "params": dict(spec.params)},
+                              input={"resize": store.pre.resize, "crop": store.pre.crop, "aspect": store.pre.aspect},
+                              threshold={"views": views, "seed": seed})
+    return fit_bank(store.backbone, [read_image(p) for p in support_paths], config, sources=support_paths,
+                    foreground=foreground, features=store)
+
+
 def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,
               foreground: ForegroundFn | None = None, views: int = 8) -> SplitResult:
-    support_paths, order = draw_split(category, shots, split, seed)
-    cls = method_class(spec.name)
-    params = make_params(spec.name, spec.params, spec.preset)
-    # (K, Q, D); K = 0 (zero-shot): shaped like a test image's features
-    feats = store.features(support_paths) if support_paths else store[category.test[0].path][None][:0]
-    fg = None
-    if cls.uses_foreground:  # the masks fit_bank gives (fit, demo, serve): the same estimator
-        fg, _ = support_masks([read_image(p) for p in support_paths], store.pre, foreground or default_foreground())
-    support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
-    view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
-        if support_paths else feats[:, None]  # (K, V, Q, D)
-    # the threshold `edge-foct fit` writes without calibration images (threshold.finalise)
-    learnt = thresholds.finalise(thresholds.calibrate(spec.name, params, support, view_feats), shots)
+    """One method on one split: ``fit_split``'s bank, then the test set streamed through it in the
+    split's order, as ``serve`` would see it."""
+    _, order = draw_split(category, shots, split, seed)
+    bank = fit_split(category, store, spec, shots, split, seed, foreground, views)
+    learnt = Threshold.from_json(bank.manifest["threshold"])
     thr = learnt.value
-    method = cls.fit(support, params)
+    method = bank.make_method()
     method.set_gate(thr)
     # the verdicts `edge-foct serve` would give: the stream rule from the learnt threshold, fed the
     # stream's scores in order (the online methods' gate stays at the learnt threshold here)

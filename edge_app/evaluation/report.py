@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_foct.edge_app.evaluation.metrics import roc_curve
 from edge_foct.runtime import atomic
-
-from .metrics import roc_curve
 
 #: (key, column title, scale, decimals) of the accuracy table; AUROC-like values in percent
 ACCURACY_COLUMNS = (

@@ -1,0 +1,1 @@
+"""Data-set readers: MVTec layout (also MPDD), VisA, ELPV, the demo product."""

@@ -1,0 +1,1 @@
+"""The evaluation protocol: support draws, the worker pool, metrics, reports, latency."""
