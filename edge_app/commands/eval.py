@@ -1,11 +1,4 @@
-"""``edge-foct eval``: the few-shot protocol (edge_app/evaluation/protocol.py) over categories, methods, shots.
-
-Per category: features once (FeatureStore), then for every shots x method x split a streamed run
-(run_split) scored by split_metrics; per method/category/shots one JSON record with the mean,
-std and per-split values of every metric (benchmarks/README.md documents the fields), a
-Markdown table, and one plot per category and shots. Results are rewritten after each category,
-so a long run leaves what it finished. A category's features are freed before the next.
-"""
+"""``edge-foct eval``: options -> ``evaluation.runner.run_eval`` (the protocol is documented there)."""
 
 from __future__ import annotations
 
