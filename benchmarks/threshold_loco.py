@@ -55,6 +55,55 @@ def calibration_paths(train: tuple, support: list, split: int, shots: int, seed:
     return [rest[i] for i in rng.permutation(len(rest))[:MAX_CAL]]
 
 
+#: per-image statistics of the patch-score map recorded beside the max (the verdict's statistic):
+#: rules on a statistic less driven by one patch are measured on the same runs (report --stat)
+STATS = ("max", "top10", "blur3max", "q99")
+
+
+def image_stats(s: np.ndarray) -> dict[str, float]:
+    """Patch scores (Q,) -> {statistic: value}: max; mean of the 10 largest; max of the 3x3 box-
+    filtered map (square grids; else the max); the 0.99 quantile."""
+    s = np.asarray(s, np.float64)
+    side = int(round(np.sqrt(s.size)))
+    if side * side == s.size:
+        import cv2
+
+        blur = float(cv2.blur(s.reshape(side, side), (3, 3), borderType=cv2.BORDER_REPLICATE).max())
+    else:
+        blur = float(s.max())
+    return {"max": float(s.max()), "top10": float(np.sort(s)[-10:].mean()), "blur3max": blur,
+            "q99": float(np.quantile(s, 0.99))}
+
+
+class _Recorder:
+    """Wraps a method class so ``thresholds.calibrate`` records every view's patch scores (tagged
+    full / loo memory) without fitting or scoring anything twice."""
+
+    def __init__(self, cls) -> None:
+        self.cls, self.log, self._fits = cls, [], 0
+
+    def __getattr__(self, name):
+        return getattr(self.cls, name)
+
+    def fit(self, support, params):
+        tag = "full" if self._fits == 0 else "loo"
+        self._fits += 1
+        return _RecordedMethod(self.cls.fit(support, params), tag, self.log)
+
+
+class _RecordedMethod:
+    def __init__(self, m, tag: str, log: list) -> None:
+        self.m, self.tag, self.log = m, tag, log
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    def score(self, v, update: bool = False):
+        r = self.m.score(v, update=update)
+        self.log.append((self.tag, image_stats(r.scores)))
+        return r
+
+
 def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8) -> dict:
     name, _, preset = spec.partition("/")
     cls = method_class(name)
@@ -67,17 +116,27 @@ def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_
                        for p in support_paths])
     support = SupportSet(feats, fg, store.pre.grid)
     vf = np.stack([store.views(p, views, seed=i) for i, p in enumerate(support_paths)])
-    learnt = thresholds.calibrate(name, params, support, vf)
+    rec = _Recorder(cls)
+    orig = thresholds.method_class
+    thresholds.method_class = lambda _name: rec
+    try:
+        learnt = thresholds.calibrate(name, params, support, vf)
+    finally:
+        thresholds.method_class = orig
     method = cls.fit(support, params)
     method.set_gate(learnt.value)
     cal = calibration_paths(cat.train, support_paths, split, shots)
-    cal_scores = np.array([float(method.score(store[p], update=False).scores.max()) for p in cal])
+    cal_stats = [image_stats(method.score(store[p], update=False).scores) for p in cal]
     n = len(cat.test)
-    scores = np.zeros(n)
+    test_stats = [None] * n
     for i in order:
-        scores[i] = float(method.score(store[cat.test[i].path], update=True).scores.max())
-    return {"scores": scores, "order": order, "cal": cal_scores, "threshold": learnt.to_json(),
-            "support": [p.name for p in support_paths]}
+        test_stats[i] = image_stats(method.score(store[cat.test[i].path], update=True).scores)
+    col = lambda rows, k: [r[k] for r in rows]  # noqa: E731
+    stats = {k: {"test": col(test_stats, k), "cal": col(cal_stats, k),
+                 "self": [st[k] for tag, st in rec.log if tag == "full"],
+                 "loo": [st[k] for tag, st in rec.log if tag == "loo"]} for k in STATS}
+    return {"scores": np.array(stats["max"]["test"]), "order": order, "cal": np.array(stats["max"]["cal"]),
+            "threshold": learnt.to_json(), "support": [p.name for p in support_paths], "stats": stats}
 
 
 def collect(args) -> None:
@@ -110,7 +169,8 @@ def collect(args) -> None:
                 for split in range(args.splits):
                     r = collect_one(cat, store, spec, shots, split, fg_fn)
                     runs.append({"shots": shots, "split": split, "scores": r["scores"].tolist(),
-                                 "cal": r["cal"].tolist(), "threshold": r["threshold"], "support": r["support"]})
+                                 "cal": r["cal"].tolist(), "threshold": r["threshold"], "support": r["support"],
+                                 "stats": r["stats"]})
             path.write_text(json.dumps({"category": cat.name, "method": spec, "labels": labels.tolist(),
                                         "runs": runs}))
             print(f"{cat.name} {spec}: {len(runs)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
