@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,22 @@ def load(cache: Path) -> list[dict]:
         for r in d["runs"]:
             out.append({"category": d["category"], "method": d["method"], "shots": r["shots"], "split": r["split"],
                         "scores": np.array(r["scores"]), "labels": labels, "cal": np.array(r["cal"]),
-                        "threshold": thresholds.Threshold.from_json(r["threshold"])})
+                        "threshold": thresholds.Threshold.from_json(r["threshold"]), "stats": r.get("stats")})
+    return out
+
+
+def with_stat(runs: list[dict], stat: str) -> list[dict]:
+    """The runs with every score (test, calibration, self and leave-one-out views) replaced by the
+    per-image statistic ``stat`` of the same patch maps (``max`` = the verdict's own statistic)."""
+    if stat == "max":
+        return runs
+    out = []
+    for r in runs:
+        st = r["stats"][stat]
+        thr = replace(r["threshold"], samples=tuple(st["loo"]), self_samples=tuple(st["self"]),
+                      value=max(st["self"]), patch_quantiles=())
+        out.append({**{k: v for k, v in r.items() if not k.startswith("_")}, "scores": np.array(st["test"]),
+                    "cal": np.array(st["cal"]), "threshold": thr})
     return out
 
 
@@ -207,12 +223,56 @@ def grid_rates(run: dict, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 - np.searchsorted(g, t, "right") / len(g), np.searchsorted(b, t, "right") / len(b)
 
 
+_A = tuple(round(0.05 * i, 2) for i in range(-14, 15))  # -0.70 .. 0.70
+_B = tuple(round(0.25 * i, 2) for i in range(0, 11))  # 0 .. 2.5
+_W = tuple(round(0.1 * i, 1) for i in range(0, 11))  # 0 .. 1
+
+
+def _loo(thr) -> np.ndarray:
+    return np.asarray(thr.samples or thr.self_samples or (thr.value,), np.float64)
+
+
+#: rule families measured here beside runtime.threshold.RULES (issue 12, item 2): name ->
+#: (needs calibration images, grid of (a, b), thresholds(a, b, Threshold, cal)); a, b are arrays
+EXTRA_RULES = {
+    "self-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(t.self_samples or (t.value,)))
+                    * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "loo-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(_loo(t)))
+                   * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "loo-max": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(_loo(t).max())
+                * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "cal-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(c))
+                  * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "cal-max-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.max(c))
+                      * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "blend": (True, thresholds._grid(_A, _W), lambda a, w, t, c: (1 + a)
+              * (max(t.self_samples or (t.value,)) * thresholds.shift_ratio(t)) ** (1 - w) * float(np.max(c)) ** w),
+}
+
+
+def family(rule: str) -> tuple[bool, tuple, object]:
+    """-> (needs calibration, constant grid, thresholds(a, b, Threshold, cal))."""
+    if rule in thresholds.RULES:
+        spec = thresholds.RULES[rule]
+        return spec.needs_calibration, spec.grid, lambda a, b, t, c: thresholds.apply_rule(rule, (a, b), t, c)
+    return EXTRA_RULES[rule]
+
+
+def rule_threshold(rule: str, const, thr, cal: np.ndarray):
+    needs, _, fn = family(rule)
+    cal = np.asarray(cal, np.float64)
+    cal = cal[np.isfinite(cal)]
+    if needs and cal.size == 0:
+        return thresholds.apply_rule("support-shift", const, thr, cal)
+    return fn(np.asarray(const[0]), np.asarray(const[1]), thr, cal)
+
+
 def evaluate_grid(runs: list[dict], rule: str, n_cal: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """-> (categories, false-alarm rates (C, G), miss rates (C, G)) over the rule's constant grid."""
-    grid = np.array(thresholds.RULES[rule].grid)  # (G, 2)
+    grid = np.array(family(rule)[1])  # (G, 2)
     acc: dict[str, list] = {}
     for r in runs:
-        t = np.asarray(thresholds.apply_rule(rule, (grid[:, 0], grid[:, 1]), r["threshold"], r["cal"][:n_cal]))
+        t = np.asarray(rule_threshold(rule, (grid[:, 0], grid[:, 1]), r["threshold"], r["cal"][:n_cal]))
         acc.setdefault(r["category"], []).append(grid_rates(r, np.broadcast_to(t, (len(grid),))))
     cats = sorted(acc)
     fa = np.stack([np.mean([x[0] for x in acc[c]], axis=0) for c in cats])
@@ -224,7 +284,7 @@ def evaluate(runs: list[dict], rule: str, const: tuple[float, float], n_cal: int
     """category -> (mean false-alarm rate, mean miss rate) of one rule/constant over the runs."""
     acc: dict[str, list] = {}
     for r in runs:
-        t = thresholds.apply_rule(rule, const, r["threshold"], r["cal"][:n_cal])
+        t = rule_threshold(rule, const, r["threshold"], r["cal"][:n_cal])
         acc.setdefault(r["category"], []).append(rates(r, t))
     return {c: tuple(np.mean(v, axis=0)) for c, v in acc.items()}
 
@@ -232,18 +292,19 @@ def evaluate(runs: list[dict], rule: str, const: tuple[float, float], n_cal: int
 FA_CAP = 0.25  # the issue's bound: no category above 25 % false alarms
 
 
-def choose(runs: list[dict], n_cal: int) -> tuple[str, tuple[float, float]]:
-    """The rule and constants minimising mean (false alarms + misses) over the runs' categories,
-    plus 2x any category's false alarms above FA_CAP."""
+def choose(runs: list[dict], n_cal: int, rules=None) -> tuple[str, tuple[float, float]]:
+    """The rule (of ``rules``, default runtime.threshold.RULES) and constants minimising mean
+    (false alarms + misses) over the runs' categories, plus 2x any category's false alarms above FA_CAP."""
     best = None
-    for rule, spec in thresholds.RULES.items():
-        if spec.needs_calibration != (n_cal > 0):  # calibration images given: a rule that reads them
+    for rule in (rules or thresholds.RULES):
+        needs, grid, _ = family(rule)
+        if needs != (n_cal > 0):  # calibration images given: a rule that reads them
             continue
         _, fa, miss = evaluate_grid(runs, rule, n_cal)
         obj = (fa + miss).mean(axis=0) + 2.0 * np.maximum(fa - FA_CAP, 0.0).sum(axis=0)  # (G,)
         i = int(np.argmin(obj))
         if best is None or obj[i] < best[0]:
-            best = (float(obj[i]), rule, tuple(float(v) for v in spec.grid[i]))
+            best = (float(obj[i]), rule, tuple(float(v) for v in grid[i]))
     return best[1], best[2]
 
 
@@ -342,6 +403,73 @@ def report(args) -> None:
     print("\n".join(out))
 
 
+def loco(runs: list[dict], shots: int, n_cal: int, rules, per_method: bool = False) -> tuple[float, float, float, dict]:
+    """Each category held out in turn, the rule of ``rules`` chosen on the other four (per method
+    when ``per_method``) -> (mean FA + misses, mean oracle FA + misses, worst category FA, choices)."""
+    cats = sorted({r["category"] for r in runs})
+    sums, orcs, fas, chosen = [], [], [], {}
+    groups = sorted({r["method"] for r in runs}) if per_method else [None]
+    for held in cats:
+        test = [r for r in runs if r["category"] == held and r["shots"] == shots]
+        if not test:
+            continue
+        res = []
+        for m in groups:
+            train = [r for r in runs if r["category"] != held and r["shots"] == shots and m in (None, r["method"])]
+            rule, c = choose(train, n_cal, rules)
+            chosen[(held, m)] = (rule, c)
+            sel = [r for r in test if m in (None, r["method"])]
+            res += [rates(r, rule_threshold(rule, c, r["threshold"], r["cal"][:n_cal])) for r in sel]
+        fa, miss = np.mean(res, axis=0)
+        sums.append(fa + miss)
+        fas.append(fa)
+        orcs.append(np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in test]))
+    return float(np.mean(sums)), float(np.mean(orcs)), float(max(fas)), chosen
+
+
+def explore(args) -> None:
+    """Every rule family x per-image statistic x shots x calibration size, LOCO (issue 12 item 2),
+    and the per-category diagnostics of the support-to-line shift."""
+    base = load(args.cache)
+    stats = [s for s in STATS if base[0].get("stats")] or ["max"]
+    fams = list(thresholds.RULES) + list(EXTRA_RULES)
+    out = ["| statistic | rule family | shots | cal | LOCO FA + misses | oracle | gap | worst category FA |",
+           "|---|---|---|---|---|---|---|---|"]
+    for stat in stats:
+        runs = with_stat(base, stat)
+        for shots in args.report_shots:
+            for n_cal in args.cal:
+                cands = [f for f in fams if family(f)[0] == (n_cal > 0)]
+                rows = [(f, [f], False) for f in cands] + [("any of " + ", ".join(cands), cands, False)]
+                if args.per_method:
+                    rows.append(("any, per method", cands, True))
+                for name, rules, pm in rows:
+                    m, o, w, _ = loco(runs, shots, n_cal, rules, pm)
+                    out.append(f"| {stat} | {name} | {shots} | {n_cal} | {m * 100:.1f} | {o * 100:.1f} | "
+                               f"{(m - o) * 100:+.1f} | {w * 100:.0f} |")
+                print(out[-1], file=sys.stderr, flush=True)
+    out += ["", "Per category (max statistic, methods and splits pooled): the support-to-line shift as ratios",
+            "", "| category | shots | shift (loo/self median) | test good median / self max | test good median / cal median "
+            "| oracle thr / self max | oracle thr / cal median | test good above cal max | FA at shipped rule (0 cal) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for cat in sorted({r["category"] for r in base}):
+        for shots in args.report_shots:
+            sel = [r for r in base if r["category"] == cat and r["shots"] == shots]
+            if not sel:
+                continue
+            v = []
+            for r in sel:
+                t, good = r["threshold"], r["scores"][~r["labels"]]
+                orc = oracle_threshold(r["labels"], r["scores"])[0]
+                rule, c = thresholds.shipped_rule(shots, 0)
+                v.append([thresholds.shift_ratio(t), np.median(good) / max(t.self_samples),
+                          np.median(good) / np.median(r["cal"]), orc / max(t.self_samples), orc / np.median(r["cal"]),
+                          float((good > r["cal"].max()).mean()), rates(r, thresholds.apply_rule(rule, c, t))[0]])
+            v = np.median(v, axis=0)
+            out.append(f"| {cat} | {shots} | " + " | ".join(f"{x:.2f}" for x in v[:5]) + f" | {v[5] * 100:.0f} % | {v[6] * 100:.0f} % |")
+    print("\n".join(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -359,8 +487,13 @@ def main() -> None:
     r.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
     r.add_argument("--budgets", nargs="*", type=float, default=[0.05])
     r.add_argument("--method-shots", nargs="*", type=int, default=[2])
+    e = sub.add_parser("explore")
+    e.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
+    e.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
+    e.add_argument("--cal", nargs="*", type=int, default=[0, 8])
+    e.add_argument("--per-method", action="store_true")
     args = ap.parse_args()
-    collect(args) if args.cmd == "collect" else report(args)
+    {"collect": collect, "report": report, "explore": explore}[args.cmd](args)
 
 
 if __name__ == "__main__":
