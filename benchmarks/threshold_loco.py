@@ -470,6 +470,79 @@ def explore(args) -> None:
     print("\n".join(out))
 
 
+def verdict(args) -> None:
+    """The issue's table (benchmarks/results/verdict/): per category, method and shot count, false
+    alarms / misses at the learnt threshold (no calibration images; 8 calibration images) beside the
+    oracle, and the false-alarm budget's achieved rate. Categories of ``--cache`` get the rule chosen
+    on the other four (LOCO); categories of ``--unseen`` (ELPV) the rule chosen on all of ``--cache``
+    (what `edge-foct fit` ships): none of them helped choose anything."""
+    runs = load(args.cache)
+    unseen = load(args.unseen) if args.unseen else []
+    meta = json.loads((args.cache / "meta.json").read_text())
+    cats = sorted({r["category"] for r in runs})
+    rows, md = [], []
+
+    def rule_for(held: str | None, shots: int, n_cal: int):
+        train = [r for r in runs if r["category"] != held and r["shots"] == shots]
+        return choose(train, n_cal)
+
+    shifts = {held: choose_budget_shift([r for r in runs if r["category"] != held], args.budget)
+              for held in [*cats, None]}
+    for held in cats + sorted({r["category"] for r in unseen}):
+        pool = runs if held in cats else unseen
+        key = held if held in cats else None
+        for shots in sorted({r["shots"] for r in pool}):
+            rules = {n: rule_for(key, shots, n) for n in (0, 8)}
+            for m in list(dict.fromkeys(r["method"] for r in pool)):
+                test = [r for r in pool if r["category"] == held and r["shots"] == shots and r["method"] == m]
+                if not test:
+                    continue
+                row = {"category": held, "shots": shots, "method": m, "splits": len(test),
+                       "held_out": "LOCO" if key else "unseen (rule chosen on all five)"}
+                row["oracle"] = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0).tolist()
+                for n in (0, 8):
+                    rule, c = rules[n]
+                    row[f"cal{n}"] = np.mean([rates(r, rule_threshold(rule, c, r["threshold"], r["cal"][:n]))
+                                              for r in test], axis=0).tolist()
+                    row[f"rule{n}"] = [rule, list(c)]
+                    row[f"budget{n}"] = np.mean([rates(r, thresholds.budget_threshold(
+                        args.budget, r["threshold"], r["cal"][:n], shifts[key])) for r in test], axis=0).tolist()
+                row["budget_shift"] = shifts[key]
+                rows.append(row)
+    pct = lambda v: f"{v[0] * 100:.0f} / {v[1] * 100:.0f}"  # noqa: E731
+    mach = meta["machine"]
+    md += [f"Backbone `{meta['backbone']['id']}` (D = {meta['backbone'].get('feature_dim')}, {meta['size']} px, "
+           f"float; the default of a fresh install); seed 0, {meta['splits']} splits, 1/2/4 shots. CPU "
+           f"{mach.get('cpu', '?')} ({', '.join(meta.get('cpu_flags', []))}), ONNX Runtime float32. Shared "
+           f"categories: every rule chosen on the other four (LOCO); ELPV: the rules chosen on all five. "
+           f"Cells: false alarms / misses (%) on the test set, mean over splits.", "",
+           f"| category | shots | method | oracle | learnt (0 cal) | learnt (8 cal) | budget {args.budget:.0%} (0 cal) "
+           f"| budget {args.budget:.0%} (8 cal) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['category']} | {r['shots']} | {r['method']} | {pct(r['oracle'])} | {pct(r['cal0'])} | "
+                  f"{pct(r['cal8'])} | {pct(r['budget0'])} | {pct(r['budget8'])} |")
+    md += ["", "Mean over the five shared categories of false alarms + misses (points), all methods:", "",
+           "| shots | oracle | learnt (0 cal) | learnt (8 cal) | gap 0 cal | gap 8 cal | worst category FA (0 / 8 cal) |",
+           "|---|---|---|---|---|---|---|"]
+    for shots in sorted({r["shots"] for r in rows}):
+        per = {}
+        for r in rows:
+            if r["shots"] == shots and r["category"] in cats:
+                per.setdefault(r["category"], []).append(r)
+        if not per:
+            continue
+        agg = {k: np.mean([np.mean([sum(x[k]) for x in v]) for v in per.values()]) for k in ("oracle", "cal0", "cal8")}
+        worst = [max(np.mean([x[k][0] for x in v]) for v in per.values()) for k in ("cal0", "cal8")]
+        md.append(f"| {shots} | {agg['oracle'] * 100:.1f} | {agg['cal0'] * 100:.1f} | {agg['cal8'] * 100:.1f} | "
+                  f"{(agg['cal0'] - agg['oracle']) * 100:+.1f} | {(agg['cal8'] - agg['oracle']) * 100:+.1f} | "
+                  f"{worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "verdict.json").write_text(json.dumps({"meta": meta, "budget": args.budget, "rows": rows}, indent=1,
+                                                      default=str))
+    (args.out / "verdict.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -492,8 +565,13 @@ def main() -> None:
     e.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
     e.add_argument("--cal", nargs="*", type=int, default=[0, 8])
     e.add_argument("--per-method", action="store_true")
+    v = sub.add_parser("verdict")
+    v.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
+    v.add_argument("--unseen", type=Path, default=None, help="a cache of categories outside --cache (ELPV)")
+    v.add_argument("--budget", type=float, default=0.05)
+    v.add_argument("--out", type=Path, default=Path("benchmarks/results/verdict"))
     args = ap.parse_args()
-    {"collect": collect, "report": report, "explore": explore}[args.cmd](args)
+    {"collect": collect, "report": report, "explore": explore, "verdict": verdict}[args.cmd](args)
 
 
 if __name__ == "__main__":
