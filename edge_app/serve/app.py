@@ -22,6 +22,7 @@ from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
 
 from ..inspect_session import open_session
+from .acks import Acknowledgements, earlier_defects
 from .dashboard import Dashboard
 from .live import LiveStatus
 from .loop import InferenceLoop, LoopResult
@@ -148,8 +149,11 @@ class ServeApp:
                                   stream, run, o.save_every, o.max_frames, o.show, sinks)
         if o.dashboard:
             try:
+                acks = Acknowledgements(o.out)
                 self.dashboard = Dashboard(self.live, o.host, o.port, o.token, o.allow_hosts, metrics=self.metrics.render,
-                                           snapshots=o.out / "snapshots")
+                                           snapshots=o.out / "snapshots", acks=acks,
+                                           earlier=earlier_defects(o.out / "events.jsonl", acks, run))
+                self.live.sections["acknowledged"] = acks.__len__  # the page refetches /api/acks when it moves
             except BaseException:
                 self.source.close()
                 if self.publisher is not None:
