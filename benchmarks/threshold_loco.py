@@ -105,7 +105,24 @@ class _RecordedMethod:
         return r
 
 
-def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8) -> dict:
+def test_subset(cat, max_test: int | None, seed: int = 0) -> list[int]:
+    """Indices of the test images scored: all, or at most ``max_test`` drawn per label in proportion
+    (seeded, the same for every method and run of a category)."""
+    n = len(cat.test)
+    if not max_test or max_test >= n:
+        return list(range(n))
+    y = np.array([t.defective for t in cat.test])
+    rng = np.random.default_rng([seed, n, 7])
+    keep = []
+    for lab in (False, True):
+        idx = np.flatnonzero(y == lab)
+        take = max(1, round(max_test * len(idx) / n))
+        keep += rng.permutation(idx)[:take].tolist()
+    return sorted(keep)
+
+
+def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8,
+                subset: list[int] | None = None) -> dict:
     name, _, preset = spec.partition("/")
     cls = method_class(name)
     params = make_params(name, {}, preset or None)
@@ -129,9 +146,12 @@ def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_
     cal = calibration_paths(cat.train, support_paths, split, shots)
     cal_stats = [image_stats(method.score(store[p], update=False).scores) for p in cal]
     n = len(cat.test)
+    keep = set(range(n) if subset is None else subset)
     test_stats = [None] * n
     for i in order:
-        test_stats[i] = image_stats(method.score(store[cat.test[i].path], update=True).scores)
+        if i in keep:
+            test_stats[i] = image_stats(method.score(store[cat.test[i].path], update=True).scores)
+    test_stats = [test_stats[i] for i in sorted(keep)]  # the subset, in the test set's order
     col = lambda rows, k: [r[k] for r in rows]  # noqa: E731
     stats = {k: {"test": col(test_stats, k), "cal": col(cal_stats, k),
                  "self": [st[k] for tag, st in rec.log if tag == "full"],
@@ -157,9 +177,10 @@ def collect(args) -> None:
     for cat in find_categories(args.data, args.categories or None):
         store = FeatureStore(bb, pre, 8)
         t0 = time.time()
-        store.ensure([t.path for t in cat.test])
+        store.ensure([cat.test[i].path for i in test_subset(cat, args.max_test)])
         print(f"{cat.name}: test features {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-        labels = np.array([t.defective for t in cat.test])
+        subset = test_subset(cat, args.max_test)
+        labels = np.array([cat.test[i].defective for i in subset])
         for spec in args.methods:
             path = args.cache / f"{cat.name}__{spec.replace('/', '-')}.json"
             if path.exists():
@@ -168,12 +189,12 @@ def collect(args) -> None:
             t0 = time.time()
             for shots in args.shots:
                 for split in range(args.splits):
-                    r = collect_one(cat, store, spec, shots, split, fg_fn)
+                    r = collect_one(cat, store, spec, shots, split, fg_fn, subset=subset)
                     runs.append({"shots": shots, "split": split, "scores": r["scores"].tolist(),
                                  "cal": r["cal"].tolist(), "threshold": r["threshold"], "support": r["support"],
                                  "stats": r["stats"]})
             path.write_text(json.dumps({"category": cat.name, "method": spec, "labels": labels.tolist(),
-                                        "runs": runs}))
+                                        "test_images": f"{len(subset)} of {len(cat.test)}", "runs": runs}))
             print(f"{cat.name} {spec}: {len(runs)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         del store
 
@@ -554,6 +575,8 @@ def main() -> None:
     c.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4])
     c.add_argument("--splits", type=int, default=5)
     c.add_argument("--size", type=int, default=256)
+    c.add_argument("--max-test", type=int, default=None,
+                   help="score at most this many test images per category (drawn per label in proportion)")
     c.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     r = sub.add_parser("report")
     r.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
