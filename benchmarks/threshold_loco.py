@@ -260,14 +260,10 @@ EXTRA_RULES = {
                     * (1 + a) * thresholds.shift_ratio(t) ** b),
     "loo-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(_loo(t)))
                    * (1 + a) * thresholds.shift_ratio(t) ** b),
-    "loo-max": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(_loo(t).max())
-                * (1 + a) * thresholds.shift_ratio(t) ** b),
     "cal-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(c))
                   * (1 + a) * thresholds.shift_ratio(t) ** b),
     "cal-max-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.max(c))
                       * (1 + a) * thresholds.shift_ratio(t) ** b),
-    "blend": (True, thresholds._grid(_A, _W), lambda a, w, t, c: (1 + a)
-              * (max(t.self_samples or (t.value,)) * thresholds.shift_ratio(t)) ** (1 - w) * float(np.max(c)) ** w),
 }
 
 
@@ -314,10 +310,10 @@ FA_CAP = 0.25  # the issue's bound: no category above 25 % false alarms
 
 
 def choose(runs: list[dict], n_cal: int, rules=None) -> tuple[str, tuple[float, float]]:
-    """The rule (of ``rules``, default runtime.threshold.RULES) and constants minimising mean
+    """The rule (of ``rules``, default the shipped families runtime.threshold.FAMILIES) and constants minimising mean
     (false alarms + misses) over the runs' categories, plus 2x any category's false alarms above FA_CAP."""
     best = None
-    for rule in (rules or thresholds.RULES):
+    for rule in (rules or thresholds.FAMILIES.values()):
         needs, grid, _ = family(rule)
         if needs != (n_cal > 0):  # calibration images given: a rule that reads them
             continue
