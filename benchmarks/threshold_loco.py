@@ -467,8 +467,12 @@ def explore(args) -> None:
                 print(out[-1], file=sys.stderr, flush=True)
     out += ["", "Per category (max statistic, methods and splits pooled): the support-to-line shift as ratios",
             "", "| category | shots | shift (loo/self median) | test good median / self max | test good median / cal median "
-            "| oracle thr / self max | oracle thr / cal median | test good above cal max | FA at shipped rule (0 cal) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| oracle thr / self max | oracle thr / cal median | test good above cal max | FA at the shipped rule, 0 cal (chosen on all five: diagnosis only) "
+            "| image AUROC | oracle FA + misses by statistic (" + " / ".join(stats) + ") |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    from sklearn.metrics import roc_auc_score
+
+    by_stat = {s: with_stat(base, s) for s in stats}
     for cat in sorted({r["category"] for r in base}):
         for shots in args.report_shots:
             sel = [r for r in base if r["category"] == cat and r["shots"] == shots]
@@ -483,7 +487,11 @@ def explore(args) -> None:
                           np.median(good) / np.median(r["cal"]), orc / max(t.self_samples), orc / np.median(r["cal"]),
                           float((good > r["cal"].max()).mean()), rates(r, thresholds.apply_rule(rule, c, t))[0]])
             v = np.median(v, axis=0)
-            out.append(f"| {cat} | {shots} | " + " | ".join(f"{x:.2f}" for x in v[:5]) + f" | {v[5] * 100:.0f} % | {v[6] * 100:.0f} % |")
+            auc = np.mean([roc_auc_score(r["labels"], r["scores"]) for r in sel])
+            orc = [np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in by_stat[s]
+                            if r["category"] == cat and r["shots"] == shots]) * 100 for s in stats]
+            out.append(f"| {cat} | {shots} | " + " | ".join(f"{x:.2f}" for x in v[:5]) + f" | {v[5] * 100:.0f} % | "
+                       f"{v[6] * 100:.0f} % | {auc * 100:.1f} | " + " / ".join(f"{x:.0f}" for x in orc) + " |")
     print("\n".join(out))
 
 
