@@ -502,10 +502,14 @@ def verdict(args) -> None:
     on the other four (LOCO); categories of ``--unseen`` (ELPV) the rule chosen on all of ``--cache``
     (what `edge-foct fit` ships): none of them helped choose anything."""
     runs = load(args.cache)
-    unseen = load(args.unseen) if args.unseen else []
+    # runs reported but not used to choose anything (e.g. PatchCore+ at shots the choice did not pool)
+    extra = [r for d in args.extra for r in load(d)]
+    unseen = (load(args.unseen) if args.unseen else []) + [r for d in args.extra_unseen for r in load(d)]
     meta = json.loads((args.cache / "meta.json").read_text())
     cats = sorted({r["category"] for r in runs})
     rows, md = [], []
+    have = {(r["category"], r["method"], r["shots"]) for r in runs}
+    shown = runs + [r for r in extra if (r["category"], r["method"], r["shots"]) not in have]
 
     def rule_for(held: str | None, shots: int, n_cal: int):
         train = [r for r in runs if r["category"] != held and r["shots"] == shots]
@@ -514,7 +518,7 @@ def verdict(args) -> None:
     shifts = {held: choose_budget_shift([r for r in runs if r["category"] != held], args.budget)
               for held in [*cats, None]}
     for held in cats + sorted({r["category"] for r in unseen}):
-        pool = runs if held in cats else unseen
+        pool = shown if held in cats else unseen
         key = held if held in cats else None
         for shots in sorted({r["shots"] for r in pool}):
             rules = {n: rule_for(key, shots, n) for n in (0, 8)}
@@ -523,6 +527,7 @@ def verdict(args) -> None:
                 if not test:
                     continue
                 row = {"category": held, "shots": shots, "method": m, "splits": len(test),
+                       "test_images": [int((~test[0]["labels"]).sum()), int(test[0]["labels"].sum())],
                        "held_out": "LOCO" if key else "unseen (rule chosen on all five)"}
                 row["oracle"] = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0).tolist()
                 for n in (0, 8):
@@ -540,7 +545,10 @@ def verdict(args) -> None:
            f"float; the default of a fresh install); seed 0, {meta['splits']} splits, 1/2/4 shots. CPU "
            f"{mach.get('cpu', '?')} ({', '.join(meta.get('cpu_flags', []))}), ONNX Runtime float32. Shared "
            f"categories: every rule chosen on the other four (LOCO); ELPV: the rules chosen on all five. "
-           f"Cells: false alarms / misses (%) on the test set, mean over splits.", "",
+           f"Cells: false alarms / misses (%) on the test set, mean over splits. PatchCore+ scores a seeded "
+           f"per-label subset of the test set (`collect --max-test`, counts in verdict.json); its rows at shots "
+           f"where the choice did not pool it are reported under the rules chosen without it. Budget: "
+           f"`--max-false-alarms {args.budget:.0%}`, its line shift chosen on the other four.", "",
            f"| category | shots | method | oracle | learnt (0 cal) | learnt (8 cal) | budget {args.budget:.0%} (0 cal) "
            f"| budget {args.budget:.0%} (8 cal) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -565,7 +573,8 @@ def verdict(args) -> None:
                 agg = {k: np.mean([np.mean([sum(x[k]) for x in v]) for v in per.values()])
                        for k in ("oracle", "cal0", "cal8")}
                 worst = [max(np.mean([x[k][0] for x in v]) for v in per.values()) for k in ("cal0", "cal8")]
-                md.append(f"| {shots} | {m} | {agg['oracle'] * 100:.1f} | {agg['cal0'] * 100:.1f} | "
+                label = m if len(per) == len(group) else f"{m} ({', '.join(sorted(per))} only)"
+                md.append(f"| {shots} | {label} | {agg['oracle'] * 100:.1f} | {agg['cal0'] * 100:.1f} | "
                           f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
                           f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -602,6 +611,9 @@ def main() -> None:
     v = sub.add_parser("verdict")
     v.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     v.add_argument("--unseen", type=Path, default=None, help="a cache of categories outside --cache (ELPV)")
+    v.add_argument("--extra", type=Path, nargs="*", default=[],
+                   help="caches of more runs of the --cache categories, reported under the rules chosen without them")
+    v.add_argument("--extra-unseen", type=Path, nargs="*", default=[], help="more caches of unseen categories")
     v.add_argument("--budget", type=float, default=0.05)
     v.add_argument("--out", type=Path, default=Path("benchmarks/results/verdict"))
     args = ap.parse_args()
