@@ -583,6 +583,7 @@ def verdict(args) -> None:
                           f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
                           f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
     args.out.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "backbone": {k: v for k, v in meta["backbone"].items() if k != "path"}}  # no machine paths
     (args.out / "verdict.json").write_text(json.dumps({"meta": meta, "budget": args.budget, "rows": rows}, indent=1,
                                                       default=str))
     (args.out / "verdict.md").write_text("\n".join(md) + "\n")
