@@ -583,6 +583,12 @@ def verdict(args) -> None:
                           f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
                           f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
     args.out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for r in rows:
+        counts.setdefault(r["category"], {})[r["method"]] = "{} good + {} defective".format(*r["test_images"])
+    md += ["", "Test images scored per category (ELPV: a seeded subset of 100 good + 100 defective test cells per "
+           "cell type from `edge-foct eval --elpv`'s layout, 20 train cells; PatchCore+ a per-label subset of those):", ""]
+    md += [f"- {c}: " + "; ".join(f"{m} {n}" for m, n in v.items()) for c, v in counts.items()]
     meta = {**meta, "backbone": {k: v for k, v in meta["backbone"].items() if k != "path"}}  # no machine paths
     (args.out / "verdict.json").write_text(json.dumps({"meta": meta, "budget": args.budget, "rows": rows}, indent=1,
                                                       default=str))
