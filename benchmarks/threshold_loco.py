@@ -264,6 +264,8 @@ EXTRA_RULES = {
                   * (1 + a) * thresholds.shift_ratio(t) ** b),
     "cal-max-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.max(c))
                       * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "blend-loo": (True, thresholds._grid(_A, _W), lambda a, w, t, c: (1 + a) * float(_loo(t).max()) ** (1 - w)
+                  * float(np.max(c)) ** w),
 }
 
 
@@ -448,7 +450,7 @@ def explore(args) -> None:
     """Every rule family x per-image statistic x shots x calibration size, LOCO (issue 12 item 2),
     and the per-category diagnostics of the support-to-line shift."""
     base = load(args.cache)
-    stats = [s for s in STATS if base[0].get("stats")] or ["max"]
+    stats = [s for s in STATS if base[0].get("stats") and s in (args.stats or STATS)] or ["max"]
     fams = list(thresholds.RULES) + list(EXTRA_RULES)
     out = ["| statistic | rule family | shots | cal | LOCO FA + misses | oracle | gap | worst category FA |",
            "|---|---|---|---|---|---|---|---|"]
@@ -620,6 +622,7 @@ def main() -> None:
     e.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
     e.add_argument("--cal", nargs="*", type=int, default=[0, 8])
     e.add_argument("--per-method", action="store_true")
+    e.add_argument("--stats", nargs="*", default=None, help=f"per-image statistics to try (default all: {STATS})")
     v = sub.add_parser("verdict")
     v.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     v.add_argument("--unseen", type=Path, default=None, help="a cache of categories outside --cache (ELPV)")
