@@ -124,3 +124,18 @@ def test_overlay_is_untinted_on_good_frames_and_red_on_defects():
     out = overlay_bgr(crop, bad_map, 1.0, 2.5, True)
     spot = out[40:50, 40:50].astype(int)
     assert (spot[:, :, 2] > spot[:, :, 1]).all() and np.array_equal(out[24:38], bgr[24:38])
+
+
+def test_acknowledge_goes_through_the_host_and_token_checks(tmp_path):
+    from edge_foct.edge_app.serve.acks import Acknowledgements
+    from edge_foct.edge_app.serve.http_guard import HttpGuard
+
+    app = HttpGuard(DashboardApp(LiveStatus({"threshold": 1.0}), acks=Acknowledgements(tmp_path)), "127.0.0.1",
+                    token="token-for-tests")
+    body = json.dumps({"run": "20261202T100000Z", "frame": 1}).encode()
+    assert post(app, "/api/acks", body)[0].startswith("401")  # no token
+    assert post(app, "/api/acks", body, HTTP_HOST="evil.example", HTTP_AUTHORIZATION="Bearer token-for-tests")[0] \
+        .startswith("400")  # a rebinding page
+    assert not (tmp_path / "acknowledged.json").exists()
+    status, got = post(app, "/api/acks", body, HTTP_AUTHORIZATION="Bearer token-for-tests")
+    assert status.startswith("200") and got == {"ok": True, "acknowledged": 1}
