@@ -364,7 +364,7 @@ def apply_rule(rule: str, const: tuple[Any, Any], thr: Threshold, cal: np.ndarra
 
 
 #: the budget rule's line shift (1 + shift), chosen leave-one-category-out (threshold_loco.py)
-BUDGET_SHIFT = 0.2
+BUDGET_SHIFT = 0.25
 BUDGET_SHIFT_GRID = tuple(round(0.05 * i, 2) for i in range(-4, 17))  # -0.2 .. 0.8
 
 
