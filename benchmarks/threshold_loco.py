@@ -264,8 +264,6 @@ EXTRA_RULES = {
                   * (1 + a) * thresholds.shift_ratio(t) ** b),
     "cal-max-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.max(c))
                       * (1 + a) * thresholds.shift_ratio(t) ** b),
-    "blend-loo": (True, thresholds._grid(_A, _W), lambda a, w, t, c: (1 + a) * float(_loo(t).max()) ** (1 - w)
-                  * float(np.max(c)) ** w),
 }
 
 

@@ -49,10 +49,9 @@ def test_calibrate_folder_sets_the_rule_and_is_recorded(tmp_path, demo_category,
 
     rule, (a, w) = shipped_rule(2, 8)
     top = max(t["calibration"])
-    shift = max(1.0, float(np.median(t["samples"]) / np.median(t["self_samples"])))
-    assert t["rule"] == rule == "blend" and tuple(t["constants"]) == (a, w)
-    # the support's shifted bound and the calibration maximum, weighed by w
-    assert t["value"] == pytest.approx((1 + a) * (max(t["self_samples"]) * shift) ** (1 - w) * top ** w, rel=1e-5)
+    assert t["rule"] == rule == "blend-loo" and tuple(t["constants"]) == (a, w)
+    # the support images' highest score against a memory of the others and the calibration maximum, weighed by w
+    assert t["value"] == pytest.approx((1 + a) * max(t["samples"]) ** (1 - w) * top ** w, rel=1e-5)
 
 
 def test_max_false_alarms_budget(tmp_path, demo_category, random_backbone):

@@ -239,6 +239,7 @@ def test_shipped_rules_per_support_size_and_calibration():
     med = np.median(cal)
     assert apply_rule("cal-spread", (0.1, 0.5), base, cal) == pytest.approx(med * 1.1 * (2.0 / med) ** 1.5)
     assert apply_rule("blend", (0.1, 0.3), base, cal) == pytest.approx(1.1 * (1.0 * shift) ** 0.7 * 2.0 ** 0.3)
+    assert apply_rule("blend-loo", (0.1, 0.3), base, cal) == pytest.approx(1.1 * 2.5 ** 0.7 * 2.0 ** 0.3)
     assert apply_rule("blend", (0.1, 0.3), base, []) == apply_rule("support-shift", (0.1, 0.3), base)
     # what fit ships: the shipped families with the constants of SHIPPED_RULES
     rule, const = SHIPPED_RULES[2]["none"]
