@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,73 @@ def calibration_paths(train: tuple, support: list, split: int, shots: int, seed:
     return [rest[i] for i in rng.permutation(len(rest))[:MAX_CAL]]
 
 
-def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8) -> dict:
+#: per-image statistics of the patch-score map recorded beside the max (the verdict's statistic):
+#: rules on a statistic less driven by one patch are measured on the same runs (report --stat)
+STATS = ("max", "top10", "blur3max", "q99")
+
+
+def image_stats(s: np.ndarray) -> dict[str, float]:
+    """Patch scores (Q,) -> {statistic: value}: max; mean of the 10 largest; max of the 3x3 box-
+    filtered map (square grids; else the max); the 0.99 quantile."""
+    s = np.asarray(s, np.float64)
+    side = int(round(np.sqrt(s.size)))
+    if side * side == s.size:
+        import cv2
+
+        blur = float(cv2.blur(s.reshape(side, side), (3, 3), borderType=cv2.BORDER_REPLICATE).max())
+    else:
+        blur = float(s.max())
+    return {"max": float(s.max()), "top10": float(np.sort(s)[-10:].mean()), "blur3max": blur,
+            "q99": float(np.quantile(s, 0.99))}
+
+
+class _Recorder:
+    """Wraps a method class so ``thresholds.calibrate`` records every view's patch scores (tagged
+    full / loo memory) without fitting or scoring anything twice."""
+
+    def __init__(self, cls) -> None:
+        self.cls, self.log, self._fits = cls, [], 0
+
+    def __getattr__(self, name):
+        return getattr(self.cls, name)
+
+    def fit(self, support, params):
+        tag = "full" if self._fits == 0 else "loo"
+        self._fits += 1
+        return _RecordedMethod(self.cls.fit(support, params), tag, self.log)
+
+
+class _RecordedMethod:
+    def __init__(self, m, tag: str, log: list) -> None:
+        self.m, self.tag, self.log = m, tag, log
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    def score(self, v, update: bool = False):
+        r = self.m.score(v, update=update)
+        self.log.append((self.tag, image_stats(r.scores)))
+        return r
+
+
+def test_subset(cat, max_test: int | None, seed: int = 0) -> list[int]:
+    """Indices of the test images scored: all, or at most ``max_test`` drawn per label in proportion
+    (seeded, the same for every method and run of a category)."""
+    n = len(cat.test)
+    if not max_test or max_test >= n:
+        return list(range(n))
+    y = np.array([t.defective for t in cat.test])
+    rng = np.random.default_rng([seed, n, 7])
+    keep = []
+    for lab in (False, True):
+        idx = np.flatnonzero(y == lab)
+        take = max(1, round(max_test * len(idx) / n))
+        keep += rng.permutation(idx)[:take].tolist()
+    return sorted(keep)
+
+
+def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8,
+                subset: list[int] | None = None) -> dict:
     name, _, preset = spec.partition("/")
     cls = method_class(name)
     params = make_params(name, {}, preset or None)
@@ -67,17 +134,30 @@ def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_
                        for p in support_paths])
     support = SupportSet(feats, fg, store.pre.grid)
     vf = np.stack([store.views(None, p, views, seed=i) for i, p in enumerate(support_paths)])
-    learnt = thresholds.calibrate(name, params, support, vf)
+    rec = _Recorder(cls)
+    orig = thresholds.method_class
+    thresholds.method_class = lambda _name: rec
+    try:
+        learnt = thresholds.calibrate(name, params, support, vf)
+    finally:
+        thresholds.method_class = orig
     method = cls.fit(support, params)
     method.set_gate(learnt.value)
     cal = calibration_paths(cat.train, support_paths, split, shots)
-    cal_scores = np.array([float(method.score(store[p], update=False).scores.max()) for p in cal])
+    cal_stats = [image_stats(method.score(store[p], update=False).scores) for p in cal]
     n = len(cat.test)
-    scores = np.zeros(n)
+    keep = set(range(n) if subset is None else subset)
+    test_stats = [None] * n
     for i in order:
-        scores[i] = float(method.score(store[cat.test[i].path], update=True).scores.max())
-    return {"scores": scores, "order": order, "cal": cal_scores, "threshold": learnt.to_json(),
-            "support": [p.name for p in support_paths]}
+        if i in keep:
+            test_stats[i] = image_stats(method.score(store[cat.test[i].path], update=True).scores)
+    test_stats = [test_stats[i] for i in sorted(keep)]  # the subset, in the test set's order
+    col = lambda rows, k: [r[k] for r in rows]  # noqa: E731
+    stats = {k: {"test": col(test_stats, k), "cal": col(cal_stats, k),
+                 "self": [st[k] for tag, st in rec.log if tag == "full"],
+                 "loo": [st[k] for tag, st in rec.log if tag == "loo"]} for k in STATS}
+    return {"scores": np.array(stats["max"]["test"]), "order": order, "cal": np.array(stats["max"]["cal"]),
+            "threshold": learnt.to_json(), "support": [p.name for p in support_paths], "stats": stats}
 
 
 def collect(args) -> None:
@@ -97,9 +177,10 @@ def collect(args) -> None:
     for cat in find_categories(args.data, args.categories or None):
         store = FeatureStore(bb, pre, 8)
         t0 = time.time()
-        store.ensure([t.path for t in cat.test])
+        store.ensure([cat.test[i].path for i in test_subset(cat, args.max_test)])
         print(f"{cat.name}: test features {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-        labels = np.array([t.defective for t in cat.test])
+        subset = test_subset(cat, args.max_test)
+        labels = np.array([cat.test[i].defective for i in subset])
         for spec in args.methods:
             path = args.cache / f"{cat.name}__{spec.replace('/', '-')}.json"
             if path.exists():
@@ -108,11 +189,12 @@ def collect(args) -> None:
             t0 = time.time()
             for shots in args.shots:
                 for split in range(args.splits):
-                    r = collect_one(cat, store, spec, shots, split, fg_fn)
+                    r = collect_one(cat, store, spec, shots, split, fg_fn, subset=subset)
                     runs.append({"shots": shots, "split": split, "scores": r["scores"].tolist(),
-                                 "cal": r["cal"].tolist(), "threshold": r["threshold"], "support": r["support"]})
+                                 "cal": r["cal"].tolist(), "threshold": r["threshold"], "support": r["support"],
+                                 "stats": r["stats"]})
             path.write_text(json.dumps({"category": cat.name, "method": spec, "labels": labels.tolist(),
-                                        "runs": runs}))
+                                        "test_images": f"{len(subset)} of {len(cat.test)}", "runs": runs}))
             print(f"{cat.name} {spec}: {len(runs)} runs, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         del store
 
@@ -128,7 +210,22 @@ def load(cache: Path) -> list[dict]:
         for r in d["runs"]:
             out.append({"category": d["category"], "method": d["method"], "shots": r["shots"], "split": r["split"],
                         "scores": np.array(r["scores"]), "labels": labels, "cal": np.array(r["cal"]),
-                        "threshold": thresholds.Threshold.from_json(r["threshold"])})
+                        "threshold": thresholds.Threshold.from_json(r["threshold"]), "stats": r.get("stats")})
+    return out
+
+
+def with_stat(runs: list[dict], stat: str) -> list[dict]:
+    """The runs with every score (test, calibration, self and leave-one-out views) replaced by the
+    per-image statistic ``stat`` of the same patch maps (``max`` = the verdict's own statistic)."""
+    if stat == "max":
+        return runs
+    out = []
+    for r in runs:
+        st = r["stats"][stat]
+        thr = replace(r["threshold"], samples=tuple(st["loo"]), self_samples=tuple(st["self"]),
+                      value=max(st["self"]), patch_quantiles=())
+        out.append({**{k: v for k, v in r.items() if not k.startswith("_")}, "scores": np.array(st["test"]),
+                    "cal": np.array(st["cal"]), "threshold": thr})
     return out
 
 
@@ -147,12 +244,52 @@ def grid_rates(run: dict, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 1.0 - np.searchsorted(g, t, "right") / len(g), np.searchsorted(b, t, "right") / len(b)
 
 
+_A = tuple(round(0.05 * i, 2) for i in range(-14, 15))  # -0.70 .. 0.70
+_B = tuple(round(0.25 * i, 2) for i in range(0, 11))  # 0 .. 2.5
+_W = tuple(round(0.1 * i, 1) for i in range(0, 11))  # 0 .. 1
+
+
+def _loo(thr) -> np.ndarray:
+    return np.asarray(thr.samples or thr.self_samples or (thr.value,), np.float64)
+
+
+#: rule families measured here beside runtime.threshold.RULES (issue 12, item 2): name ->
+#: (needs calibration images, grid of (a, b), thresholds(a, b, Threshold, cal)); a, b are arrays
+EXTRA_RULES = {
+    "self-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(t.self_samples or (t.value,)))
+                    * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "loo-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(_loo(t)))
+                   * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "cal-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(c))
+                  * (1 + a) * thresholds.shift_ratio(t) ** b),
+    "cal-max-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.max(c))
+                      * (1 + a) * thresholds.shift_ratio(t) ** b),
+}
+
+
+def family(rule: str) -> tuple[bool, tuple, object]:
+    """-> (needs calibration, constant grid, thresholds(a, b, Threshold, cal))."""
+    if rule in thresholds.RULES:
+        spec = thresholds.RULES[rule]
+        return spec.needs_calibration, spec.grid, lambda a, b, t, c: thresholds.apply_rule(rule, (a, b), t, c)
+    return EXTRA_RULES[rule]
+
+
+def rule_threshold(rule: str, const, thr, cal: np.ndarray):
+    needs, _, fn = family(rule)
+    cal = np.asarray(cal, np.float64)
+    cal = cal[np.isfinite(cal)]
+    if needs and cal.size == 0:
+        return thresholds.apply_rule("support-shift", const, thr, cal)
+    return fn(np.asarray(const[0]), np.asarray(const[1]), thr, cal)
+
+
 def evaluate_grid(runs: list[dict], rule: str, n_cal: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """-> (categories, false-alarm rates (C, G), miss rates (C, G)) over the rule's constant grid."""
-    grid = np.array(thresholds.RULES[rule].grid)  # (G, 2)
+    grid = np.array(family(rule)[1])  # (G, 2)
     acc: dict[str, list] = {}
     for r in runs:
-        t = np.asarray(thresholds.apply_rule(rule, (grid[:, 0], grid[:, 1]), r["threshold"], r["cal"][:n_cal]))
+        t = np.asarray(rule_threshold(rule, (grid[:, 0], grid[:, 1]), r["threshold"], r["cal"][:n_cal]))
         acc.setdefault(r["category"], []).append(grid_rates(r, np.broadcast_to(t, (len(grid),))))
     cats = sorted(acc)
     fa = np.stack([np.mean([x[0] for x in acc[c]], axis=0) for c in cats])
@@ -164,7 +301,7 @@ def evaluate(runs: list[dict], rule: str, const: tuple[float, float], n_cal: int
     """category -> (mean false-alarm rate, mean miss rate) of one rule/constant over the runs."""
     acc: dict[str, list] = {}
     for r in runs:
-        t = thresholds.apply_rule(rule, const, r["threshold"], r["cal"][:n_cal])
+        t = rule_threshold(rule, const, r["threshold"], r["cal"][:n_cal])
         acc.setdefault(r["category"], []).append(rates(r, t))
     return {c: tuple(np.mean(v, axis=0)) for c, v in acc.items()}
 
@@ -172,18 +309,19 @@ def evaluate(runs: list[dict], rule: str, const: tuple[float, float], n_cal: int
 FA_CAP = 0.25  # the issue's bound: no category above 25 % false alarms
 
 
-def choose(runs: list[dict], n_cal: int) -> tuple[str, tuple[float, float]]:
-    """The rule and constants minimising mean (false alarms + misses) over the runs' categories,
-    plus 2x any category's false alarms above FA_CAP."""
+def choose(runs: list[dict], n_cal: int, rules=None) -> tuple[str, tuple[float, float]]:
+    """The rule (of ``rules``, default the shipped families runtime.threshold.FAMILIES) and constants minimising mean
+    (false alarms + misses) over the runs' categories, plus 2x any category's false alarms above FA_CAP."""
     best = None
-    for rule, spec in thresholds.RULES.items():
-        if spec.needs_calibration != (n_cal > 0):  # calibration images given: a rule that reads them
+    for rule in (rules or thresholds.FAMILIES.values()):
+        needs, grid, _ = family(rule)
+        if needs != (n_cal > 0):  # calibration images given: a rule that reads them
             continue
         _, fa, miss = evaluate_grid(runs, rule, n_cal)
         obj = (fa + miss).mean(axis=0) + 2.0 * np.maximum(fa - FA_CAP, 0.0).sum(axis=0)  # (G,)
         i = int(np.argmin(obj))
         if best is None or obj[i] < best[0]:
-            best = (float(obj[i]), rule, tuple(float(v) for v in spec.grid[i]))
+            best = (float(obj[i]), rule, tuple(float(v) for v in grid[i]))
     return best[1], best[2]
 
 
@@ -282,6 +420,182 @@ def report(args) -> None:
     print("\n".join(out))
 
 
+def loco(runs: list[dict], shots: int, n_cal: int, rules, per_method: bool = False) -> tuple[float, float, float, dict]:
+    """Each category held out in turn, the rule of ``rules`` chosen on the other four (per method
+    when ``per_method``) -> (mean FA + misses, mean oracle FA + misses, worst category FA, choices)."""
+    cats = sorted({r["category"] for r in runs})
+    sums, orcs, fas, chosen = [], [], [], {}
+    groups = sorted({r["method"] for r in runs}) if per_method else [None]
+    for held in cats:
+        test = [r for r in runs if r["category"] == held and r["shots"] == shots]
+        if not test:
+            continue
+        res = []
+        for m in groups:
+            train = [r for r in runs if r["category"] != held and r["shots"] == shots and m in (None, r["method"])]
+            rule, c = choose(train, n_cal, rules)
+            chosen[(held, m)] = (rule, c)
+            sel = [r for r in test if m in (None, r["method"])]
+            res += [rates(r, rule_threshold(rule, c, r["threshold"], r["cal"][:n_cal])) for r in sel]
+        fa, miss = np.mean(res, axis=0)
+        sums.append(fa + miss)
+        fas.append(fa)
+        orcs.append(np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in test]))
+    return float(np.mean(sums)), float(np.mean(orcs)), float(max(fas)), chosen
+
+
+def explore(args) -> None:
+    """Every rule family x per-image statistic x shots x calibration size, LOCO (issue 12 item 2),
+    and the per-category diagnostics of the support-to-line shift."""
+    base = load(args.cache)
+    stats = [s for s in STATS if base[0].get("stats") and s in (args.stats or STATS)] or ["max"]
+    fams = list(thresholds.RULES) + list(EXTRA_RULES)
+    out = ["| statistic | rule family | shots | cal | LOCO FA + misses | oracle | gap | worst category FA |",
+           "|---|---|---|---|---|---|---|---|"]
+    for stat in stats:
+        runs = with_stat(base, stat)
+        for shots in args.report_shots:
+            for n_cal in args.cal:
+                cands = [f for f in fams if family(f)[0] == (n_cal > 0)]
+                rows = [(f, [f], False) for f in cands] + [("any of " + ", ".join(cands), cands, False)]
+                if args.per_method:
+                    rows.append(("any, per method", cands, True))
+                for name, rules, pm in rows:
+                    m, o, w, _ = loco(runs, shots, n_cal, rules, pm)
+                    out.append(f"| {stat} | {name} | {shots} | {n_cal} | {m * 100:.1f} | {o * 100:.1f} | "
+                               f"{(m - o) * 100:+.1f} | {w * 100:.0f} |")
+                print(out[-1], file=sys.stderr, flush=True)
+    out += ["", "Per category (max statistic, methods and splits pooled): the support-to-line shift as ratios",
+            "", "| category | shots | shift (loo/self median) | test good median / self max | test good median / cal median "
+            "| oracle thr / self max | oracle thr / cal median | test good above cal max | FA at the shipped rule, 0 cal (chosen on all five: diagnosis only) "
+            "| image AUROC | oracle FA + misses by statistic (" + " / ".join(stats) + ") |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    from sklearn.metrics import roc_auc_score
+
+    by_stat = {s: with_stat(base, s) for s in stats}
+    for cat in sorted({r["category"] for r in base}):
+        for shots in args.report_shots:
+            sel = [r for r in base if r["category"] == cat and r["shots"] == shots]
+            if not sel:
+                continue
+            v = []
+            for r in sel:
+                t, good = r["threshold"], r["scores"][~r["labels"]]
+                orc = oracle_threshold(r["labels"], r["scores"])[0]
+                rule, c = thresholds.shipped_rule(shots, 0)
+                v.append([thresholds.shift_ratio(t), np.median(good) / max(t.self_samples),
+                          np.median(good) / np.median(r["cal"]), orc / max(t.self_samples), orc / np.median(r["cal"]),
+                          float((good > r["cal"].max()).mean()), rates(r, thresholds.apply_rule(rule, c, t))[0]])
+            v = np.median(v, axis=0)
+            auc = np.mean([roc_auc_score(r["labels"], r["scores"]) for r in sel])
+            orc = [np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in by_stat[s]
+                            if r["category"] == cat and r["shots"] == shots]) * 100 for s in stats]
+            out.append(f"| {cat} | {shots} | " + " | ".join(f"{x:.2f}" for x in v[:5]) + f" | {v[5] * 100:.0f} % | "
+                       f"{v[6] * 100:.0f} % | {auc * 100:.1f} | " + " / ".join(f"{x:.0f}" for x in orc) + " |")
+    print("\n".join(out))
+
+
+def verdict(args) -> None:
+    """The issue's table (benchmarks/results/verdict/): per category, method and shot count, false
+    alarms / misses at the learnt threshold (no calibration images; 8 calibration images) beside the
+    oracle, and the false-alarm budget's achieved rate. Categories of ``--cache`` get the rule chosen
+    on the other four (LOCO); categories of ``--unseen`` (ELPV) the rule chosen on all of ``--cache``
+    (what `edge-foct fit` ships): none of them helped choose anything."""
+    runs = load(args.cache)
+    # runs reported but not used to choose anything (e.g. PatchCore+ at shots the choice did not pool)
+    extra = [r for d in args.extra for r in load(d)]
+    unseen = load(args.unseen) if args.unseen else []
+    have_u = {(r["category"], r["method"], r["shots"]) for r in unseen}
+    unseen += [r for d in args.extra_unseen for r in load(d) if (r["category"], r["method"], r["shots"]) not in have_u]
+    meta = json.loads((args.cache / "meta.json").read_text())
+    cats = sorted({r["category"] for r in runs})
+    rows, md = [], []
+    have = {(r["category"], r["method"], r["shots"]) for r in runs}
+    shown = runs + [r for r in extra if (r["category"], r["method"], r["shots"]) not in have]
+
+    def rule_for(held: str | None, shots: int, n_cal: int):
+        train = [r for r in runs if r["category"] != held and r["shots"] == shots]
+        return choose(train, n_cal)
+
+    shifts = {held: choose_budget_shift([r for r in runs if r["category"] != held], args.budget)
+              for held in [*cats, None]}
+    for held in cats + sorted({r["category"] for r in unseen}):
+        pool = shown if held in cats else unseen
+        key = held if held in cats else None
+        for shots in sorted({r["shots"] for r in pool}):
+            rules = {n: rule_for(key, shots, n) for n in (0, 8)}
+            for m in list(dict.fromkeys(r["method"] for r in pool)):
+                test = [r for r in pool if r["category"] == held and r["shots"] == shots and r["method"] == m]
+                if not test:
+                    continue
+                row = {"category": held, "shots": shots, "method": m, "splits": len(test),
+                       "test_images": [int((~test[0]["labels"]).sum()), int(test[0]["labels"].sum())],
+                       "held_out": "LOCO" if key else "unseen (rule chosen on all five)",
+                       "extra": (held, m, shots) not in (have if key else have_u)}
+                row["oracle"] = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0).tolist()
+                for n in (0, 8):
+                    rule, c = rules[n]
+                    row[f"cal{n}"] = np.mean([rates(r, rule_threshold(rule, c, r["threshold"], r["cal"][:n]))
+                                              for r in test], axis=0).tolist()
+                    row[f"rule{n}"] = [rule, list(c)]
+                    row[f"budget{n}"] = np.mean([rates(r, thresholds.budget_threshold(
+                        args.budget, r["threshold"], r["cal"][:n], shifts[key])) for r in test], axis=0).tolist()
+                row["budget_shift"] = shifts[key]
+                rows.append(row)
+    pct = lambda v: f"{v[0] * 100:.0f} / {v[1] * 100:.0f}"  # noqa: E731
+    mach = meta["machine"]
+    md += [f"Backbone `{meta['backbone']['id']}` (D = {meta['backbone'].get('feature_dim')}, {meta['size']} px, "
+           f"float; the default of a fresh install); seed 0, {meta['splits']} splits, 1/2/4 shots. CPU "
+           f"{mach.get('cpu', '?')} ({', '.join(meta.get('cpu_flags', []))}), ONNX Runtime float32. Shared "
+           f"categories: every rule chosen on the other four (LOCO); ELPV: the rules chosen on all five. "
+           f"Cells: false alarms / misses (%) on the test set, mean over splits. PatchCore+ scores a seeded "
+           f"per-label subset of the test set (`collect --max-test`, counts in verdict.json); its rows at shots "
+           f"where the choice did not pool it are reported under the rules chosen without it (and left out of "
+           f"the 'all' means). Budget: "
+           f"`--max-false-alarms {args.budget:.0%}`, its line shift chosen on the other four.", "",
+           f"| category | shots | method | oracle | learnt (0 cal) | learnt (8 cal) | budget {args.budget:.0%} (0 cal) "
+           f"| budget {args.budget:.0%} (8 cal) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['category']} | {r['shots']} | {r['method']} | {pct(r['oracle'])} | {pct(r['cal0'])} | "
+                  f"{pct(r['cal8'])} | {pct(r['budget0'])} | {pct(r['budget8'])} |")
+    groups = [("the five shared categories (LOCO)", set(cats)),
+              ("ELPV (unseen: rules chosen on all five)", {r["category"] for r in unseen})]
+    for title, group in groups:
+        if not group:
+            continue
+        md += ["", f"Mean over {title} of false alarms + misses (points), per method and all methods:", "",
+               "| shots | method | oracle | learnt (0 cal) | learnt (8 cal) | gap 0 cal | gap 8 cal "
+               "| worst category FA (0 / 8 cal) |", "|---|---|---|---|---|---|---|---|"]
+        for shots in sorted({r["shots"] for r in rows}):
+            for m in [*dict.fromkeys(r["method"] for r in rows), "all"]:
+                per = {}
+                for r in rows:
+                    if (r["shots"] == shots and r["category"] in group and m in ("all", r["method"])
+                            and not (m == "all" and r["extra"])):
+                        per.setdefault(r["category"], []).append(r)
+                if not per:
+                    continue
+                agg = {k: np.mean([np.mean([sum(x[k]) for x in v]) for v in per.values()])
+                       for k in ("oracle", "cal0", "cal8")}
+                worst = [max(np.mean([x[k][0] for x in v]) for v in per.values()) for k in ("cal0", "cal8")]
+                label = m if len(per) == len(group) else f"{m} ({', '.join(sorted(per))} only)"
+                md.append(f"| {shots} | {label} | {agg['oracle'] * 100:.1f} | {agg['cal0'] * 100:.1f} | "
+                          f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
+                          f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for r in rows:
+        counts.setdefault(r["category"], {})[r["method"]] = "{} good + {} defective".format(*r["test_images"])
+    md += ["", "Test images scored per category (ELPV: a seeded subset of 100 good + 100 defective test cells per "
+           "cell type from `edge-foct eval --elpv`'s layout, 20 train cells; PatchCore+ a per-label subset of those):", ""]
+    md += [f"- {c}: " + "; ".join(f"{m} {n}" for m, n in v.items()) for c, v in counts.items()]
+    meta = {**meta, "backbone": {k: v for k, v in meta["backbone"].items() if k != "path"}}  # no machine paths
+    (args.out / "verdict.json").write_text(json.dumps({"meta": meta, "budget": args.budget, "rows": rows}, indent=1,
+                                                      default=str))
+    (args.out / "verdict.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -293,14 +607,30 @@ def main() -> None:
     c.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4])
     c.add_argument("--splits", type=int, default=5)
     c.add_argument("--size", type=int, default=256)
+    c.add_argument("--max-test", type=int, default=None,
+                   help="score at most this many test images per category (drawn per label in proportion)")
     c.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     r = sub.add_parser("report")
     r.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     r.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
     r.add_argument("--budgets", nargs="*", type=float, default=[0.05])
     r.add_argument("--method-shots", nargs="*", type=int, default=[2])
+    e = sub.add_parser("explore")
+    e.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
+    e.add_argument("--report-shots", nargs="*", type=int, default=[1, 2, 4])
+    e.add_argument("--cal", nargs="*", type=int, default=[0, 8])
+    e.add_argument("--per-method", action="store_true")
+    e.add_argument("--stats", nargs="*", default=None, help=f"per-image statistics to try (default all: {STATS})")
+    v = sub.add_parser("verdict")
+    v.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
+    v.add_argument("--unseen", type=Path, default=None, help="a cache of categories outside --cache (ELPV)")
+    v.add_argument("--extra", type=Path, nargs="*", default=[],
+                   help="caches of more runs of the --cache categories, reported under the rules chosen without them")
+    v.add_argument("--extra-unseen", type=Path, nargs="*", default=[], help="more caches of unseen categories")
+    v.add_argument("--budget", type=float, default=0.05)
+    v.add_argument("--out", type=Path, default=Path("benchmarks/results/verdict"))
     args = ap.parse_args()
-    collect(args) if args.cmd == "collect" else report(args)
+    {"collect": collect, "report": report, "explore": explore, "verdict": verdict}[args.cmd](args)
 
 
 if __name__ == "__main__":

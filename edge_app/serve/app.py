@@ -21,17 +21,18 @@ from edge_foct.runtime import atomic, names
 from edge_foct.runtime.threads import ThreadPlan
 from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
 
-from edge_foct.edge_app.inspect_session import open_session
-from edge_foct.edge_app.serve.dashboard import Dashboard
-from edge_foct.edge_app.serve.live import LiveStatus
-from edge_foct.edge_app.serve.loop import InferenceLoop, LoopResult
-from edge_foct.edge_app.serve.mqtt_config import BrokerSettings
-from edge_foct.edge_app.serve.mqtt_publisher import MqttPublisher
-from edge_foct.edge_app.serve.out_lock import OutLock
-from edge_foct.edge_app.serve.outputs import EventLog, Snapshots
-from edge_foct.edge_app.serve.prometheus import StationMetrics
-from edge_foct.edge_app.serve.sources import CaptureThread, Source, SourceError
-from edge_foct.edge_app.serve.state import CorruptState, StateStore
+from ..inspect_session import open_session
+from .acks import Acknowledgements, earlier_defects
+from .dashboard import Dashboard
+from .live import LiveStatus
+from .loop import InferenceLoop, LoopResult
+from .mqtt_config import BrokerSettings
+from .mqtt_publisher import MqttPublisher
+from .out_lock import OutLock
+from .outputs import EventLog, Snapshots
+from .prometheus import StationMetrics
+from .sources import CaptureThread, Source, SourceError
+from .state import CorruptState, StateStore
 
 log = logging.getLogger("edge_foct.serve")
 
@@ -148,8 +149,11 @@ class ServeApp:
                                   stream, run, o.save_every, o.max_frames, o.show, sinks)
         if o.dashboard:
             try:
+                acks = Acknowledgements(o.out)
                 self.dashboard = Dashboard(self.live, o.host, o.port, o.token, o.allow_hosts, metrics=self.metrics.render,
-                                           snapshots=o.out / "snapshots")
+                                           snapshots=o.out / "snapshots", acks=acks,
+                                           earlier=earlier_defects(o.out / "events.jsonl", acks, run))
+                self.live.sections["acknowledged"] = acks.__len__  # the page refetches /api/acks when it moves
             except BaseException:
                 self.source.close()
                 if self.publisher is not None:

@@ -9,6 +9,10 @@ Routes::
     /snapshots/NAME    a snapshot of a defective frame (the names events carry), from OUT/snapshots
     /api/status        JSON: verdict, score, threshold, counters, latency percentiles, trend
     /api/events        JSON: the newest events (?limit=N, N <= 1000), or the first N after ?after=FRAME_ID
+    /api/acks          GET: JSON {"acknowledged": [RUN-FRAME, ...], "earlier": [defect events of earlier
+                       runs not acknowledged]}; POST {"run": RUN, "frame": N} (Content-Type application/json)
+                       acknowledges one defect, kept in OUT/acknowledged.json (acks.py): every browser,
+                       a reload and a restart agree
     /health            JSON: {"ok": true, ...}; 503 while the source is reconnecting or has ended
     /metrics           Prometheus text format (prometheus.py): counters, latency histograms, outbox
 
@@ -18,6 +22,7 @@ of GET and no body. http_guard.py checks the Host header and the token, and sets
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -31,14 +36,16 @@ from waitress.server import create_server
 
 from edge_foct.runtime.errors import EdgeFoctError
 
-from edge_foct.edge_app.json_out import dumps
-from edge_foct.edge_app.serve.http_guard import HttpGuard, server_limits
-from edge_foct.edge_app.serve.live import LiveStatus
-from edge_foct.edge_app.serve.prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
+from ..json_out import dumps
+from .acks import RUN_ID, Acknowledgements
+from .http_guard import HttpGuard, server_limits, host_header_name
+from .live import LiveStatus
+from .prometheus import CONTENT_TYPE as PROMETHEUS_TYPE
 
 log = logging.getLogger("edge_foct.serve")
 
 BOUNDARY = "edgefoctframe"
+MAX_ACK_BODY = 1024  # bytes of a POST /api/acks body
 MAX_STREAMS = 4  # MJPEG clients at once; each holds one server thread
 SNAPSHOT_NAME = re.compile(r"[0-9A-Za-z]+-\d+_(frame\.png|overlay\.jpg)")  # Snapshots.save's names
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -52,9 +59,11 @@ class DashboardApp:
     """The WSGI callable."""
 
     def __init__(self, live: LiveStatus, metrics: Callable[[], bytes] | None = None,
-                 snapshots: Path | None = None) -> None:
+                 snapshots: Path | None = None, acks: Acknowledgements | None = None,
+                 earlier: list[dict] | None = None) -> None:
         self.live, self.metrics = live, metrics
         self.snapshots = snapshots
+        self.acks, self.earlier = acks, list(earlier or ())
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._static = {route: (resources.files(__package__).joinpath("static", name).read_bytes(), ctype)
                         for route, (name, ctype) in STATIC.items()}
@@ -73,6 +82,8 @@ class DashboardApp:
 
     def _route(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
+        if path == "/api/acks" and method == "POST":
+            return self._acknowledge(environ, start_response)
         if method not in ("GET", "HEAD"):
             return self._json(start_response, {"error": f"{method} not allowed"}, "405 Method Not Allowed")
         if path in self._static:
@@ -88,6 +99,11 @@ class DashboardApp:
             except ValueError:
                 return self._json(start_response, {"error": "after and limit must be integers"}, "400 Bad Request")
             return self._json(start_response, {"events": self.live.events(after, limit)})
+        if path == "/api/acks":
+            names = self.acks.names() if self.acks is not None else []
+            done = set(names)
+            earlier = [e for e in self.earlier if f"{e['run']}-{e['frame']}" not in done]
+            return self._json(start_response, {"acknowledged": names, "earlier": earlier})
         if path == "/health":
             s = self.live.status()
             ok = s["source_status"] in ("starting", "running")
@@ -109,6 +125,45 @@ class DashboardApp:
         if path == "/stream.mjpg":
             return self._mjpeg(start_response)
         return self._json(start_response, {"error": f"no route {path}"}, "404 Not Found")
+
+    def _acknowledge(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """POST /api/acks {"run": RUN, "frame": N}. JSON only (a cross-site form cannot send it without
+        a CORS preflight, which is never answered), and an Origin header, when sent, must name this
+        dashboard's host (HttpGuard has checked Host and the token before)."""
+        if self.acks is None:
+            return self._json(start_response, {"error": "acknowledgements are not kept (no OUT folder)"},
+                              "404 Not Found")
+        ctype = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return self._json(start_response, {"error": "send Content-Type: application/json"},
+                              "415 Unsupported Media Type")
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is not None and host_header_name(origin.split("://", 1)[-1]) != host_header_name(
+                environ.get("HTTP_HOST", "")):
+            return self._json(start_response, {"error": f"origin {origin[:80]!r} is not this dashboard"},
+                              "403 Forbidden")
+        try:
+            n = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            n = -1
+        if not 0 < n <= MAX_ACK_BODY:
+            return self._json(start_response, {"error": f"a body of 1 to {MAX_ACK_BODY} bytes is needed"},
+                              "400 Bad Request")
+        try:
+            body = json.loads(environ["wsgi.input"].read(n))
+            run, frame = body["run"], body["frame"]
+            if not (isinstance(run, str) and RUN_ID.fullmatch(run) and isinstance(frame, int)
+                    and not isinstance(frame, bool) and frame >= 0):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return self._json(start_response, {"error": 'send {"run": "YYYYMMDDTHHMMSSZ", "frame": N}'},
+                              "400 Bad Request")
+        try:
+            kept = self.acks.add(run, frame)
+        except OSError as e:
+            return self._json(start_response, {"error": f"acknowledgement not saved: {e.strerror}"},
+                              "507 Insufficient Storage")
+        return self._json(start_response, {"ok": True, "acknowledged": kept})
 
     def _mjpeg(self, start_response: StartResponse) -> Iterable[bytes]:
         if not self._streams.acquire(blocking=False):
@@ -159,9 +214,10 @@ class Dashboard:
 
     def __init__(self, live: LiveStatus, host: str = "127.0.0.1", port: int = 8008, token: str | None = None,
                  allow_hosts: tuple[str, ...] = (), metrics: Callable[[], bytes] | None = None,
-                 snapshots: Path | None = None) -> None:
+                 snapshots: Path | None = None, acks: Acknowledgements | None = None,
+                 earlier: list[dict] | None = None) -> None:
         self.live = live
-        self.app = DashboardApp(live, metrics, snapshots)
+        self.app = DashboardApp(live, metrics, snapshots, acks, earlier)
         try:
             self.server = create_server(HttpGuard(self.app, host, token, allow_hosts), host=host, port=port,
                                         threads=MAX_STREAMS + 4, ident="edge-foct", **server_limits())

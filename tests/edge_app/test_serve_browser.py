@@ -70,3 +70,60 @@ def test_dashboard_shows_live_image_and_verdict_updates(bank, demo_category, tmp
     assert re.search(r'data-frame="(\d+)"', live).group(1) == verdict.group(2)
     assert re.search(r'<td id="latency">[\d.]+ / [\d.]+ / [\d.]+ ms</td>', dom)
     assert app.live.counters["frames"] >= updates
+
+
+def dump_dom(browser: str, url: str, profile) -> str:
+    r = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=20000",
+                        "--dump-dom", url], capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0 and "<body" in r.stdout, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_acknowledged_defects_stay_acknowledged_across_a_reload_and_a_restart(bank, demo_category, tmp_path):  # noqa: F811
+    import json
+    import urllib.request
+
+    browser = chromium()
+    good = read_image(list_images([str(demo_category / "test" / "good")])[0])
+    bad = read_image(list_images([str(demo_category / "test" / "defect")])[0])
+    video = write_video([good, bad] * 3, tmp_path / "alternate.avi", SIZE)
+    session, frames = open_session(bank, online=False), CaptureSource(video, "video")
+    frames.open()
+    s_good, s_bad = (session.inspector.inspect(frames.read()).score for _ in range(2))
+    frames.close()
+    opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=float(np.mean([s_good, s_bad])),
+                        lossless=True)
+    app = ServeApp(opts, CaptureSource(video, "video"))
+    app.start()
+    try:
+        deadline = time.monotonic() + 60
+        while app.live.counters["frames"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        defects = [e for e in app.live.events(None, 100) if e["defective"]]
+        assert len(defects) == 3, [(e["frame"], e["score"]) for e in app.live.events(None, 100)]
+        run = defects[0]["run"]
+        req = urllib.request.Request(app.dashboard.url + "api/acks", method="POST",
+                                     data=json.dumps({"run": run, "frame": defects[0]["frame"]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read()) == {"ok": True, "acknowledged": 1}
+        dom = dump_dom(browser, app.dashboard.url, tmp_path / "profile")  # a (re)load of the page
+    finally:
+        app.stop()
+    ids = lambda d: re.findall(r'<li id="defect-([0-9TZ]+-\d+)"', d)  # noqa: E731
+    assert sorted(ids(dom)) == sorted(f"{run}-{e['frame']}" for e in defects[1:])
+    assert re.search(r'data-acked="1"', dom)
+    # a restart on the same OUT, on good frames only: the earlier run's unacknowledged defects are listed,
+    # the acknowledged one is not
+    time.sleep(1.1)  # a new run id (UTC seconds)
+    app = ServeApp(opts, CaptureSource(write_video([good] * 3, tmp_path / "good.avi", SIZE), "video"))
+    app.start()
+    try:
+        deadline = time.monotonic() + 60
+        while app.live.counters["frames"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dom = dump_dom(browser, app.dashboard.url, tmp_path / "profile2")
+    finally:
+        app.stop()
+    assert sorted(ids(dom)) == sorted(f"{run}-{e['frame']}" for e in defects[1:])
+    assert f"defect-{run}-{defects[0]['frame']}" not in dom

@@ -47,10 +47,11 @@ def test_calibrate_folder_sets_the_rule_and_is_recorded(tmp_path, demo_category,
 
     from edge_foct.runtime.threshold import shipped_rule
 
-    rule, (a, b) = shipped_rule(2, 8)
-    med, top = float(np.median(t["calibration"])), max(t["calibration"])
-    assert t["rule"] == rule == "cal-spread" and tuple(t["constants"]) == (a, b)
-    assert t["value"] == pytest.approx(med * (1 + a) * (top / med) ** (1 + b), rel=1e-5)
+    rule, (a, w) = shipped_rule(2, 8)
+    top = max(t["calibration"])
+    assert t["rule"] == rule == "blend-loo" and tuple(t["constants"]) == (a, w)
+    # the support images' highest score against a memory of the others and the calibration maximum, weighed by w
+    assert t["value"] == pytest.approx((1 + a) * max(t["samples"]) ** (1 - w) * top ** w, rel=1e-5)
 
 
 def test_max_false_alarms_budget(tmp_path, demo_category, random_backbone):

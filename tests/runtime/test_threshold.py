@@ -222,20 +222,34 @@ def test_fit_defaults_are_bounded():
 
 
 def test_shipped_rules_per_support_size_and_calibration():
-    from edge_foct.runtime.threshold import RULES, SHIPPED_RULES, apply_rule, finalise, shipped_rule
+    from dataclasses import replace
+
+    from edge_foct.runtime.threshold import FAMILIES, RULES, SHIPPED_RULES, apply_rule, finalise, shipped_rule
 
     for k, bucket in SHIPPED_RULES.items():
         assert not RULES[bucket["none"][0]].needs_calibration and RULES[bucket["cal"][0]].needs_calibration
     assert shipped_rule(3, 0) == SHIPPED_RULES[2]["none"] and shipped_rule(16, 8) == SHIPPED_RULES[4]["cal"]
     assert shipped_rule(2, 3) == SHIPPED_RULES[2]["none"]  # too few calibration images: not used
-    base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.0), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.0)
-    # support-shift: max self view x (1 + a) x (loo median / self median)^b
-    a, b = SHIPPED_RULES[2]["none"][1]
-    assert apply_rule("support-shift", (a, b), base) == pytest.approx(1.0 * (1 + a) * (2.0 / 0.75) ** b)
-    t = finalise(base, 2, [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2])
-    rule, (a, b) = SHIPPED_RULES[2]["cal"]
-    med = np.median([1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2])
-    assert t.rule == rule and t.value == pytest.approx(med * (1 + a) * (2.0 / med) ** (1 + b))
-    assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.warning is None  # 8 images, 2 supports agree
+    base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.5), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.5)
+    shift = 2.25 / 0.75  # loo median / self median
+    # the formulas of every family, by hand
+    assert apply_rule("support-shift", (0.1, 0.5), base) == pytest.approx(1.0 * 1.1 * shift ** 0.5)
+    assert apply_rule("loo-max", (0.1, 0.5), base) == pytest.approx(2.5 * 1.1 * shift ** 0.5)
+    cal = [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2]
+    med = np.median(cal)
+    assert apply_rule("cal-spread", (0.1, 0.5), base, cal) == pytest.approx(med * 1.1 * (2.0 / med) ** 1.5)
+    assert apply_rule("blend", (0.1, 0.3), base, cal) == pytest.approx(1.1 * (1.0 * shift) ** 0.7 * 2.0 ** 0.3)
+    assert apply_rule("blend-loo", (0.1, 0.3), base, cal) == pytest.approx(1.1 * 2.5 ** 0.7 * 2.0 ** 0.3)
+    assert apply_rule("blend", (0.1, 0.3), base, []) == apply_rule("support-shift", (0.1, 0.3), base)
+    # what fit ships: the shipped families with the constants of SHIPPED_RULES
+    rule, const = SHIPPED_RULES[2]["none"]
+    assert rule == FAMILIES["none"] and finalise(base, 2).value == pytest.approx(apply_rule(rule, const, base))
+    t = finalise(base, 2, cal)
+    rule, const = SHIPPED_RULES[2]["cal"]
+    assert rule == FAMILIES["cal"] and t.rule == rule and t.value == pytest.approx(apply_rule(rule, const, base, cal))
+    assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.constants == const
+    # 8 calibration images, at most 2 above the threshold: reliable; without them the disagreeing supports are said
+    assert finalise(base, 2, cal).warning is None
+    assert "disagree" in finalise(base, 2).warning and "disagree" not in finalise(replace(base, samples=(1.0, 0.9)), 2).warning
     with pytest.raises(EdgeFoctError, match="NaN"):
         finalise(base, 2, [1.0, float("nan"), 1.0, 1.0])

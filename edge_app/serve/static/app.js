@@ -1,5 +1,5 @@
 // Dashboard: the latest overlay and its verdict (one request: the same frame), /api/status and the
-// events polled twice a second, and a defect list that survives a reload until acknowledged.
+// events polled twice a second, and a defect list kept until acknowledged (on the server: /api/acks).
 "use strict";
 const $ = (id) => document.getElementById(id);
 const fmt = (v, d = 4) => (v === null || v === undefined ? "-" : Number(v).toPrecision(d));
@@ -32,20 +32,41 @@ async function pollFrame() {
   setTimeout(pollFrame, 250);
 }
 
-// Acknowledged defects, per run, kept in this browser (localStorage): the list survives a reload.
-const ackKey = () => "edge-foct-ack-" + (document.body.dataset.run || "");
-const acked = () => new Set(JSON.parse(localStorage.getItem(ackKey()) || "[]"));
-function acknowledge(frame, li) {
-  const a = acked(); a.add(frame);
-  localStorage.setItem(ackKey(), JSON.stringify([...a].slice(-5000)));
+// Acknowledged defects are kept by the server (POST /api/acks -> OUT/acknowledged.json): every
+// browser, a reload and a restart of serve agree. Names are "RUN-FRAME".
+const acked = new Set();
+let ackCount = -1;
+const ackName = (e) => `${e.run}-${e.frame}`;
+async function acknowledge(e, li) {
+  try {
+    const r = await fetch("/api/acks", { method: "POST", headers: { "Content-Type": "application/json" },
+                                         body: JSON.stringify({ run: e.run, frame: e.frame }) });
+    if (!r.ok) { li.dataset.ackError = String(r.status); return; }
+  } catch (err) { li.dataset.ackError = "offline"; return; }
+  acked.add(ackName(e));
   li.remove();
   $("defect-count").textContent = String($("defects").children.length);
 }
 
+// The server's acknowledgements (and the unacknowledged defects of earlier runs), fetched at load and
+// whenever /api/status says their number changed (another operator acknowledged one).
+async function loadAcks() {
+  const r = await fetch("/api/acks", { cache: "no-store" });
+  if (!r.ok) return;
+  const a = await r.json();
+  for (const n of a.acknowledged) acked.add(n);
+  for (const li of [...$("defects").children]) if (acked.has(li.dataset.name)) li.remove();
+  for (const e of a.earlier) addDefect(e);
+  $("defect-count").textContent = String($("defects").children.length);
+  document.body.dataset.acked = String(acked.size);
+}
+
 function addDefect(e) {
-  if (acked().has(e.frame) || document.getElementById("defect-" + e.frame)) return;
+  const name = ackName(e);
+  if (acked.has(name) || document.getElementById("defect-" + name)) return;
   const li = document.createElement("li");
-  li.id = "defect-" + e.frame;
+  li.id = "defect-" + name;
+  li.dataset.name = name;
   li.className = "defect-item";
   const t = new Date(e.time * 1000).toLocaleTimeString();
   li.append(`${t} frame ${e.frame}: score ${fmt(e.score)} > ${fmt(e.threshold)} `);
@@ -55,7 +76,7 @@ function addDefect(e) {
     li.append(a, " ");
   }
   const b = document.createElement("button");
-  b.textContent = "acknowledge"; b.onclick = () => acknowledge(e.frame, li);
+  b.textContent = "acknowledge"; b.onclick = () => acknowledge(e, li);
   li.append(b);
   const list = $("defects");
   list.prepend(li);
@@ -118,7 +139,11 @@ function record(events) {
 async function poll() {
   try {
     const r = await fetch("/api/status", { cache: "no-store" });
-    if (r.ok) show(await r.json());
+    if (r.ok) {
+      const s = await r.json();
+      show(s);
+      if (s.acknowledged !== ackCount) { ackCount = s.acknowledged; await loadAcks(); }
+    }
     // first poll: the newest 1000 events (the unacknowledged defects among them come back after a reload)
     const q = lastFrame < 0 ? "limit=1000" : `after=${lastFrame}&limit=1000`;
     const ev = await fetch("/api/events?" + q, { cache: "no-store" });
