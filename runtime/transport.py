@@ -71,12 +71,12 @@ def transport_maps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def backward_best(cost: np.ndarray, bwd: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Per memory row the query patch with the largest backward probability (M,) int64, and that
     probability (M,): ``episodic.best_queries(bwd)`` for bwd = ``backward_map(cost, scale)``, except
-    rows whose largest entry is at most exp(``exp_floor``) (rows no query patch reaches: their
+    rows whose largest entry is at most 2 exp(``exp_floor``) (rows no query patch reaches: their
     entries may be floored, so their argmax would pick a floor). Those rows are redone in the log
     domain, log bwd_ij = -scale (C_ij - min_i C_ij) - log Z_j with Z_j = 1 / max_i bwd_ij, so every
     row's pick is the exact one. cost, bwd (M, Q)."""
     j, p = best_queries(bwd)
-    low = np.flatnonzero(p <= np.exp(exp_floor(bwd.dtype)))
+    low = np.flatnonzero(p <= 2.0 * np.exp(exp_floor(bwd.dtype)))  # 2x: the float32 rounding of exp(floor)
     if low.size:
         log_z = -np.log(bwd.max(axis=0))  # (Q,)
         logits = (cost[low] - cost.min(axis=0)) * -scale - log_z  # (n_low, Q)
