@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from edge_foct.edge_app.eval_cmd import load_foreground
 from edge_foct.edge_app.inspect_session import open_backbone
 from edge_foct.edge_app.machine_info import describe, machine_info
@@ -116,9 +115,10 @@ def main() -> None:
                          "before_ms": med["before"], "after_ms": med["after"]})
             print(rows[-1], flush=True)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+                            text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD"], check=False).returncode != 0
     head = (f"{describe(machine_info())}\n\n{args.method} method step, {args.before} (before) vs {commit} "
-            f"(after, working tree{' with changes' if subprocess.run(['git', '-C', str(REPO), 'diff', '--quiet']).returncode else ''}), "
+            f"(after{'+dirty' if dirty else ''}), "
             f"{bb.info.backbone_id} on {bb.engine.description}, {args.size} px, {args.shots}-shot bank, "
             f"{args.frames} frames per category online, interleaved frame by frame; load average "
             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end\n")

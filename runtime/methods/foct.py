@@ -42,8 +42,8 @@ from ..coreset import coreset_size, greedy_coreset
 from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
 from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
-from ..transport import (backward_best, backward_map, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
-                         nn_cost_scale, transport_maps, transport_scores)
+from ..transport import (backward_best, backward_map, concentration, cost_matrix, ct_loss, fit_navigator,
+                         forward_map, nn_cost_scale, transport_maps, transport_scores)
 from .base import Method, PatchScores, SupportSet
 
 log = logging.getLogger(__name__)

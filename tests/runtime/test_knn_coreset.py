@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edge_foct.runtime.coreset import coreset_size, greedy_coreset, random_projection
 from edge_foct.runtime.knn import nearest_sq_dist
 

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from edge_foct.runtime import navigator as nv
+from edge_foct.runtime.episodic import best_queries
+from edge_foct.runtime.knn import nearest_sq_dist
+from edge_foct.runtime.transport import (
+    backward_best,
+    backward_map,
+    concentration,
+    cost_matrix,
+    ct_loss,
+    ct_loss_grad,
+    exp_floor,
+    fit_navigator,
+    forward_map,
+    nn_cost_scale,
+    soft_nn_from_cost,
+    soft_nn_scores,
+    transport_maps,
+    transport_scores,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from edge_foct.runtime import navigator as nv
-from edge_foct.runtime.knn import nearest_sq_dist
-from edge_foct.runtime.episodic import best_queries
-from edge_foct.runtime.transport import (backward_best, backward_map, concentration, cost_matrix, ct_loss,
-                                         ct_loss_grad, exp_floor, fit_navigator, forward_map, nn_cost_scale,
-                                         soft_nn_from_cost, soft_nn_scores, transport_maps, transport_scores)
 
 
 def rand(m, q, d, seed=0):
