@@ -68,22 +68,30 @@ def transport_maps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _softmax_neg(d, 1), _softmax_neg(d, 0)
 
 
-def backward_best(cost: np.ndarray, bwd: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per memory row the query patch with the largest backward probability (M,) int64, and that
-    probability (M,): ``episodic.best_queries(bwd)`` for bwd = ``backward_map(cost, scale)``, except
-    rows whose largest entry is at most 2 exp(``exp_floor``) (rows no query patch reaches: their
-    entries may be floored, so their argmax would pick a floor). Those rows are redone in the log
-    domain, log bwd_ij = -scale (C_ij - min_i C_ij) - log Z_j with Z_j = 1 / max_i bwd_ij, so every
-    row's pick is the exact one. cost, bwd (M, Q)."""
-    j, p = best_queries(bwd)
-    low = np.flatnonzero(p <= 2.0 * np.exp(exp_floor(bwd.dtype)))  # 2x: the float32 rounding of exp(floor)
+def backward_map_best(cost: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """cost (M, Q) -> ``backward_map(cost, scale)`` (M, Q), and per memory row its best query patch
+    (M,) int64 with that probability (M,): ``episodic.best_queries`` of the map as it was before the
+    exponent floor. Rows whose largest exponent is within log(1e5) of ``exp_floor`` (rows no query
+    patch reaches) could have a floored entry as their argmax; they are redone without the floor
+    (subnormal exps: slow, but only those rows), so each pick and probability is the unfloored
+    softmax's: the index of the largest subnormal, or 0 with probability 0 when the whole row
+    underflows (what the map gave before; a row that no query reaches picks no meaningful patch)."""
+    e = cost - cost.min(axis=0, keepdims=True)
+    e *= -scale
+    floor = exp_floor(e.dtype)
+    low = np.flatnonzero(e.max(axis=1) < floor + np.log(1e5))
+    e_low = e[low]  # (n_low, Q) exponents before the floor (a copy)
+    np.maximum(e, floor, out=e)
+    np.exp(e, out=e)
+    z = e.sum(axis=0, keepdims=True)  # (1, Q)
+    e /= z
+    j, p = best_queries(e)
     if low.size:
-        log_z = -np.log(bwd.max(axis=0))  # (Q,)
-        logits = (cost[low] - cost.min(axis=0)) * -scale - log_z  # (n_low, Q)
-        j[low] = logits.argmax(axis=1)
         with np.errstate(under="ignore"):
-            p[low] = np.exp(logits[np.arange(low.size), j[low]])
-    return j, p
+            np.exp(e_low, out=e_low)
+            e_low /= z
+        j[low], p[low] = best_queries(e_low)
+    return e, (j, p)
 
 
 def transport_scores(cost: np.ndarray, bwd: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_foct.runtime.coreset import coreset_size, greedy_coreset, random_projection
 from edge_foct.runtime.knn import nearest_sq_dist
 

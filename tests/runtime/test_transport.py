@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edge_foct.runtime import navigator as nv
 from edge_foct.runtime.episodic import best_queries
 from edge_foct.runtime.knn import nearest_sq_dist
-from edge_foct.runtime.transport import (
-    backward_best,
-    backward_map,
-    concentration,
-    cost_matrix,
-    ct_loss,
-    ct_loss_grad,
-    exp_floor,
-    fit_navigator,
-    forward_map,
-    nn_cost_scale,
-    soft_nn_from_cost,
-    soft_nn_scores,
-    transport_maps,
-    transport_scores,
-)
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from edge_foct.runtime.transport import (backward_map, backward_map_best, concentration, cost_matrix, ct_loss,
+                                         ct_loss_grad, exp_floor, fit_navigator, forward_map, nn_cost_scale,
+                                         soft_nn_from_cost, soft_nn_scores, transport_maps, transport_scores)
 
 
 def rand(m, q, d, seed=0):
@@ -153,18 +141,22 @@ def test_float32_maps_make_no_subnormals_and_match_the_exact_ones():
     assert exp_floor(np.float32) == pytest.approx(np.log(tiny * 1e5)) and exp_floor(np.float64) < -690
 
 
-def test_backward_best_picks_the_exact_query_even_for_rows_no_query_reaches():
+def _unfloored_backward(cost, scale):
+    """The backward map as computed before the exponent floor (float32, subnormals and all)."""
+    e = cost - cost.min(axis=0, keepdims=True)
+    e *= -scale
+    with np.errstate(under="ignore"):
+        np.exp(e, out=e)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def test_backward_map_best_keeps_the_unfloored_picks_also_for_rows_no_query_reaches():
     cost, scale = _spread_cost()
-    bwd = backward_map(cost, scale)
-    _, _, log_b = _exact_maps(cost, scale)
-    j, p = backward_best(cost, bwd, scale)
-    rows = np.arange(len(j))
-    # the pick is the exact best query, up to float32 rounding (several queries can sit at p = 1.0)
-    np.testing.assert_allclose(log_b[rows, j], log_b.max(1), rtol=1e-6, atol=1e-5)
-    reached = log_b.max(1) > np.log(1e-30)
-    assert (~reached).sum() >= 5  # the five far rows (at least) go the log-domain way
-    np.testing.assert_allclose(p[reached], np.exp(log_b.max(1))[reached], rtol=1e-5)
-    assert (p[~reached] <= 2 * np.exp(exp_floor(np.float32))).all()
-    # the plain argmax of those rows picks a floored entry, not their nearest query
-    plain = best_queries(bwd)[0]
-    assert (log_b[rows, plain] < log_b.max(1) - 1.0)[~reached].any()
+    bwd, (j, p) = backward_map_best(cost, scale)
+    np.testing.assert_array_equal(bwd, backward_map(cost, scale))
+    old = _unfloored_backward(cost, scale)
+    j_old, p_old = best_queries(old)
+    np.testing.assert_array_equal(j, j_old)
+    np.testing.assert_array_equal(p, p_old)
+    unreached = old.max(axis=1) < 1e-30
+    assert unreached.sum() >= 5 and (p_old[unreached] == 0).any()  # the far rows: all-zero (pick 0, p 0)
