@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .knn import sq_norms
 
 
+@functools.lru_cache(maxsize=8)
 def random_projection(dim_in: int, dim_out: int, seed: int = 0) -> np.ndarray:
-    """(dim_in, dim_out) Gaussian projection, scaled to keep squared norms on average."""
+    """(dim_in, dim_out) Gaussian projection, scaled to keep squared norms on average; read-only.
+
+    Cached: FOCT's episodic memory compresses every other frame, and drawing the (1024, 128)
+    matrix each time was ~5 ms of its method step (the same seed gives the same matrix)."""
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((dim_in, dim_out)) / np.sqrt(dim_out)).astype(np.float32)
+    proj = (rng.standard_normal((dim_in, dim_out)) / np.sqrt(dim_out)).astype(np.float32)
+    proj.setflags(write=False)
+    return proj
 
 
 def greedy_coreset(x: np.ndarray, n: int, proj_dim: int = 128, n_starts: int = 10,

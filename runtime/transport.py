@@ -17,6 +17,7 @@ import numpy as np
 
 from . import navigator
 from .adamw import AdamWState, adamw_step
+from .episodic import best_queries
 from .knn import sq_dists
 
 
@@ -28,10 +29,25 @@ def cost_matrix(memory: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(sq_dists(queries, memory).T)
 
 
+def exp_floor(dtype: np.dtype) -> float:
+    """The smallest exponent ``_softmax_neg`` hands to exp: exp(floor) / Z is still a normal float
+    for sums Z of up to 1e5 terms (float32: -75.8, exp = 1.2e-33; float64: -696.9).
+
+    Why: below it exp's result, or its quotient by the sum, is a subnormal float, and on x86 every
+    subnormal result or operand costs a microcode assist: np.exp (float32, AVX-512) ran ~65x slower
+    on inputs in [-103.9, -87.3] than on [-80, 0], and a (M, Q) soft-NN map at 336 px has a third of
+    its entries there (runtime/methods/foct.py; benchmarks/README.md "CPU engines"). Effect on any
+    result: an entry that was below exp(floor) / Z of its softmax reads exp(floor) / Z instead, less
+    than 1e-28 relative to the sums (>= 1) it enters."""
+    return float(np.log(np.finfo(dtype).tiny * 1e5))
+
+
 def _softmax_neg(d: np.ndarray, axis: int, scale: float = 1.0) -> np.ndarray:
-    """softmax(-scale * d) along ``axis``, shifted by the minimum for stability; one new array."""
+    """softmax(-scale * d) along ``axis``, shifted by the minimum for stability, exponents floored
+    at ``exp_floor`` (no subnormals); one new array."""
     e = d - d.min(axis=axis, keepdims=True)
     e *= -scale
+    np.maximum(e, exp_floor(e.dtype), out=e)
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
@@ -50,6 +66,32 @@ def backward_map(d: np.ndarray, scale: float = 1.0) -> np.ndarray:
 def transport_maps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """D (M, Q) -> forward map (M, Q) (rows sum to 1), backward map (M, Q) (columns sum to 1)."""
     return _softmax_neg(d, 1), _softmax_neg(d, 0)
+
+
+def backward_map_best(cost: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """cost (M, Q) -> ``backward_map(cost, scale)`` (M, Q), and per memory row its best query patch
+    (M,) int64 with that probability (M,): ``episodic.best_queries`` of the map as it was before the
+    exponent floor. Rows whose largest exponent is within log(1e5) of ``exp_floor`` (rows no query
+    patch reaches) could have a floored entry as their argmax; they are redone without the floor
+    (subnormal exps: slow, but only those rows), so each pick and probability is the unfloored
+    softmax's: the index of the largest subnormal, or 0 with probability 0 when the whole row
+    underflows (what the map gave before; a row that no query reaches picks no meaningful patch)."""
+    e = cost - cost.min(axis=0, keepdims=True)
+    e *= -scale
+    floor = exp_floor(e.dtype)
+    low = np.flatnonzero(e.max(axis=1) < floor + np.log(1e5))
+    e_low = e[low]  # (n_low, Q) exponents before the floor (a copy)
+    np.maximum(e, floor, out=e)
+    np.exp(e, out=e)
+    z = e.sum(axis=0, keepdims=True)  # (1, Q)
+    e /= z
+    j, p = best_queries(e)
+    if low.size:
+        with np.errstate(under="ignore"):
+            np.exp(e_low, out=e_low)
+            e_low /= z
+        j[low], p[low] = best_queries(e_low)
+    return e, (j, p)
 
 
 def transport_scores(cost: np.ndarray, bwd: np.ndarray) -> np.ndarray:

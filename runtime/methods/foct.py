@@ -42,8 +42,8 @@ from ..coreset import coreset_size, greedy_coreset
 from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
 from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
-from ..transport import (backward_map, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
-                         nn_cost_scale, transport_maps, transport_scores)
+from ..transport import (backward_map_best, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
+                         nn_cost_scale, transport_scores)
 from .base import Method, PatchScores, SupportSet
 
 log = logging.getLogger(__name__)
@@ -185,18 +185,19 @@ class TransportMethod(Method):
         tau = p.tau_ratio * nn_cost_scale(cost)
         if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: D = C / tau, a soft nearest neighbour
             # the numbers of soft_nn_scores(mem, feats, tau), with the backward map kept for the selection
-            bwd, fwd = backward_map(cost, 1.0 / tau), forward_map(cost, 1.0 / tau)  # (M, Q) each
+            (bwd, best), fwd = backward_map_best(cost, 1.0 / tau), forward_map(cost, 1.0 / tau)  # (M, Q) each
             scores = transport_scores(cost, bwd)  # (Q,)
-            sel = fwd if p.select_map == "forward" else bwd
-            return _Fit(scores.astype(np.float32), best_queries(sel), concentration(bwd),
+            best = best_queries(fwd) if p.select_map == "forward" else best
+            return _Fit(scores.astype(np.float32), best, concentration(bwd),
                         ct_loss(cost, fwd, bwd, p.rho), 0, tau)
         dim, hidden = mem.shape[1], (p.hidden1, p.hidden2)
         nav = (navigator.soft_nn_init(dim, hidden, tau) if p.navigator_init == "soft_nn"  # warm start
                else navigator.torch_default_init(dim, hidden, seed=[p.seed, self.queries_seen, len(mem)]))
         self._fit_navigator(cost, mem, feats, nav, p.steps, p.lr, p.weight_decay, p.rho)
-        fwd, bwd = transport_maps(self._distances(nav, mem, feats))
-        sel = fwd if p.select_map == "forward" else bwd
-        return _Fit(transport_scores(cost, bwd).astype(np.float32), best_queries(sel), concentration(bwd),
+        dist = self._distances(nav, mem, feats)  # (M, Q)
+        (bwd, best), fwd = backward_map_best(dist, 1.0), forward_map(dist)
+        best = best_queries(fwd) if p.select_map == "forward" else best
+        return _Fit(transport_scores(cost, bwd).astype(np.float32), best, concentration(bwd),
                     ct_loss(cost, fwd, bwd, p.rho), p.steps, tau)
 
     def _admit(self, fit: _Fit, feats: np.ndarray, row_fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

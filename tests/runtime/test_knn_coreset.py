@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_foct.runtime.coreset import coreset_size, greedy_coreset
+from edge_foct.runtime.coreset import coreset_size, greedy_coreset, random_projection
 from edge_foct.runtime.knn import nearest_sq_dist
 
 
@@ -35,3 +35,11 @@ def test_coreset_edge_sizes(rng):
     assert len(greedy_coreset(x, 50)) == 10
     assert len(greedy_coreset(x, 0)) == 0
     assert coreset_size(1000, 0.1) == 100 and coreset_size(3, 0.01) == 1 and coreset_size(0, 0.5) == 0
+
+
+def test_random_projection_is_cached_and_read_only():
+    a, b = random_projection(64, 16, seed=3), random_projection(64, 16, seed=3)
+    assert a is b and a.shape == (64, 16) and a.dtype == np.float32
+    assert random_projection(64, 16, seed=4) is not a
+    with pytest.raises(ValueError):
+        a[0, 0] = 1.0

@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_foct.runtime import navigator as nv
+from edge_foct.runtime.episodic import best_queries
 from edge_foct.runtime.knn import nearest_sq_dist
-from edge_foct.runtime.transport import (concentration, cost_matrix, ct_loss, ct_loss_grad, fit_navigator,
-                                         nn_cost_scale, soft_nn_from_cost, soft_nn_scores, transport_maps,
-                                         transport_scores)
+from edge_foct.runtime.transport import (backward_map, backward_map_best, concentration, cost_matrix, ct_loss,
+                                         ct_loss_grad, exp_floor, fit_navigator, forward_map, nn_cost_scale,
+                                         soft_nn_from_cost, soft_nn_scores, transport_maps, transport_scores)
 
 
 def rand(m, q, d, seed=0):
@@ -103,3 +104,59 @@ def test_fit_navigator_lowers_the_ct_loss():
     nav = nv.torch_default_init(6, (8, 4), seed=0)
     losses = fit_navigator(cost, mem, qry, nav, steps=30, lr=1e-2)
     assert len(losses) == 30 and losses[-1] < losses[0]
+
+
+def _spread_cost(seed=7):
+    """float32 cost (40, 60) whose soft-NN exponents run from 0 to far below float32's exp range:
+    35 rows near the queries, 5 rows no query comes near (every exponent of theirs < -104)."""
+    rng = np.random.default_rng(seed)
+    mem = 3.0 * rng.standard_normal((40, 8)).astype(np.float32)
+    mem[35:] += 12.0
+    qry = (mem[rng.integers(0, 35, 60)] + 0.3 * rng.standard_normal((60, 8))).astype(np.float32)
+    cost = cost_matrix(mem, qry)
+    return cost, 1.0 / nn_cost_scale(cost)
+
+
+def _exact_maps(cost, scale):
+    """float64 log-domain softmaxes of -scale * cost: (fwd, bwd) and log bwd, (40, 60) each."""
+    z = -scale * cost.astype(np.float64)
+    log_b = z - z.max(0) - np.log(np.exp(z - z.max(0)).sum(0))
+    log_f = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    return np.exp(log_f), np.exp(log_b), log_b
+
+
+def test_float32_maps_make_no_subnormals_and_match_the_exact_ones():
+    cost, scale = _spread_cost()
+    exponents = -scale * (cost - cost.min(0))
+    assert (exponents < -104).mean() > 0.05 and ((exponents < -87.3) & (exponents > -103.9)).any()  # the test covers both
+    fwd, bwd = forward_map(cost, scale), backward_map(cost, scale)
+    tiny = np.finfo(np.float32).tiny
+    for m in (fwd, bwd):
+        assert m.dtype == np.float32 and not ((m != 0) & (np.abs(m) < tiny)).any()  # no subnormal entry
+    fwd64, bwd64, _ = _exact_maps(cost, scale)
+    np.testing.assert_allclose(fwd, fwd64, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(bwd, bwd64, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(transport_scores(cost, bwd), (bwd64 * cost).sum(0), rtol=1e-5)
+    assert ct_loss(cost, fwd, bwd) == pytest.approx(ct_loss(cost.astype(np.float64), fwd64, bwd64), rel=1e-5)
+    assert exp_floor(np.float32) == pytest.approx(np.log(tiny * 1e5)) and exp_floor(np.float64) < -690
+
+
+def _unfloored_backward(cost, scale):
+    """The backward map as computed before the exponent floor (float32, subnormals and all)."""
+    e = cost - cost.min(axis=0, keepdims=True)
+    e *= -scale
+    with np.errstate(under="ignore"):
+        np.exp(e, out=e)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def test_backward_map_best_keeps_the_unfloored_picks_also_for_rows_no_query_reaches():
+    cost, scale = _spread_cost()
+    bwd, (j, p) = backward_map_best(cost, scale)
+    np.testing.assert_array_equal(bwd, backward_map(cost, scale))
+    old = _unfloored_backward(cost, scale)
+    j_old, p_old = best_queries(old)
+    np.testing.assert_array_equal(j, j_old)
+    np.testing.assert_array_equal(p, p_old)
+    unreached = old.max(axis=1) < 1e-30
+    assert unreached.sum() >= 5 and (p_old[unreached] == 0).any()  # the far rows: all-zero (pick 0, p 0)
