@@ -95,7 +95,8 @@ def eval_table(paths: list[Path], methods: list[str] | None, shots: list[int]) -
                 adm = (f"{x['admitted_defective']['mean']:.1f} / {x['admitted_good']['mean']:.1f}"
                        if "admitted_good" in x else "")
                 lines.append(f"| {c} | {k} | {m} | " + " | ".join(cells) + f" | {fa} | {adm} |")
-    for (k, m), rows in sorted(means.items()):
+    for k, m in [(k, m) for k in shots for m in methods if (k, m) in means]:
+        rows = means[(k, m)]
         if len(rows) == len(cats):
             mean = np.nanmean(np.array(rows), axis=0)
             lines.append(f"| **mean ({len(cats)})** | {k} | {m} | " + " | ".join(f"{v:.1f}" for v in mean) + " | | |")
