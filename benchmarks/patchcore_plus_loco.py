@@ -14,6 +14,10 @@ to the candidate listed first. Prints the fold table and the held-out means besi
 ``--compare A B`` (repeatable) prints the issue's target table instead: per shots value, A minus B
 in image AUROC, mean over categories and per category, and the splits where A >= B. Several
 results files may be given (e.g. two `edge-foct eval` runs over different categories).
+
+``--table`` prints, from `edge-foct eval` results only, one row per category, shots and method:
+image / pixel AUROC, F1-max, AUPRO, the learnt threshold's false alarms / misses, and for an
+online method the test images it admitted (defective / good), then the means over categories.
 """
 
 from __future__ import annotations
@@ -69,6 +73,36 @@ def compare(data, x: str, y: str, cats: list[str], shots: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def eval_table(paths: list[Path], methods: list[str] | None, shots: list[int]) -> str:
+    """Markdown table of `edge-foct eval` records (mean ± std over splits, %), plus per-shots means."""
+    recs = [r for p in paths for r in json.loads(p.read_text())["records"] if "metrics" in r]
+    methods = methods or sorted({r["method"] for r in recs})
+    by = {(r["category"], r["shots"], r["method"]): r["metrics"] for r in recs}
+    cats = sorted({r["category"] for r in recs})
+    cols = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro")
+    lines = ["| category | shots | method | img AUROC | px AUROC | img F1max | px F1max | AUPRO@0.3 | "
+             "false alarms / misses @thr | admitted def / good |", "|---|---|---|---|---|---|---|---|---|---|"]
+    means: dict[tuple[int, str], list[list[float]]] = defaultdict(list)
+    for c in cats:
+        for k in shots:
+            for m in methods:
+                x = by.get((c, k, m))
+                if x is None:
+                    continue
+                cells = [f"{100 * x[col]['mean']:.1f} ± {100 * x[col]['std']:.1f}" if col in x else "–" for col in cols]
+                means[(k, m)].append([100 * x[col]["mean"] if col in x else np.nan for col in cols])
+                fa = f"{100 * x['false_alarm_rate']['mean']:.0f}% / {100 * x['miss_rate']['mean']:.0f}%"
+                adm = (f"{x['admitted_defective']['mean']:.1f} / {x['admitted_good']['mean']:.1f}"
+                       if "admitted_good" in x else "")
+                lines.append(f"| {c} | {k} | {m} | " + " | ".join(cells) + f" | {fa} | {adm} |")
+    for k, m in [(k, m) for k in shots for m in methods if (k, m) in means]:
+        rows = means[(k, m)]
+        if len(rows) == len(cats):
+            mean = np.nanmean(np.array(rows), axis=0)
+            lines.append(f"| **mean ({len(cats)})** | {k} | {m} | " + " | ".join(f"{v:.1f}" for v in mean) + " | | |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, nargs="+")
@@ -77,7 +111,12 @@ def main() -> None:
     ap.add_argument("--references", nargs="*", default=["patchcore", "vanilla"])
     ap.add_argument("--shots", type=int, nargs="+", default=[2])
     ap.add_argument("--json", type=Path, default=None, help="also write the folds here")
+    ap.add_argument("--table", action="store_true", help="the per-category metrics table of eval results")
+    ap.add_argument("--methods", nargs="+", default=None, help="--table: these methods, in this order")
     a = ap.parse_args()
+    if a.table:
+        print(eval_table(a.results, a.methods, a.shots))
+        return
     data = {}
     for path in a.results:
         data.update(load(path))

@@ -32,6 +32,18 @@ things open; each is a parameter, and benchmarks/README.md ("PatchCore+ audit") 
 - score  s_j = min_r ||f_j - R_r||^2 over the m refined prototypes ("nearest").
 Everything after F is in the n-dimensional coefficient space (G instead of M): O(m n^2) per step,
 plus one (m, m) distance matrix for the score. Nothing is (m, n, c).
+
+Online memory (seed 001 Table 6, "Online PatchCore+": "incorporating refined prototypes into the
+memory bank"; off unless ``online_capacity`` > 0, preset "online"). The paper gives no rule for
+which refined prototypes enter the bank; ours (a defect must never become normal memory):
+- admission: only a query judged good at the bank's threshold (``set_gate``; the image score, the
+  max patch score, <= gate, every patch score finite) enters; no gate set admits nothing (fails
+  closed, unlike FOCT's paper mode). Scoring comes first, from the memory before this query.
+- what: the query's refined prototypes R = W* M (m, c), reduced like a support image to a coreset
+  of ``coreset_ratio`` * m rows (one more "support image" per good query, as alpha does at fit).
+- bound: the online rows live in an ``EpisodicMemory`` of ``online_capacity`` rows (coreset-
+  compressed to ``online_keep`` of them when full), so the bank is at most n + online_capacity
+  rows. The next query refines [M; online rows] (Prototypes rebuilt once per admission).
 """
 
 from __future__ import annotations
@@ -40,7 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..coreset import support_coreset
+from ..coreset import coreset_size, greedy_coreset, support_coreset
+from ..episodic import EpisodicMemory, admissible
 from ..errors import EdgeFoctError
 from ..knn import sq_norms
 from ..sinkhorn import semi_relaxed_plan, sinkhorn_warm
@@ -75,6 +88,10 @@ class PatchCorePlusParams:
     step_scale: float = 1.0  # M-step = step_scale / Lipschitz constant ("gradient" only)
     #: "nearest": s_j = min over the m refined prototypes (Eq. 6); "own": s_j = ||f_j - (W M)_j||^2
     score: str = "nearest"
+    #: online memory (seed 001 Table 6): rows of refined prototypes of good queries kept beside the
+    #: bank's n; 0: off (PatchCore+ as in Table 1). Fixed a priori, not tuned (module docstring)
+    online_capacity: int = 0
+    online_keep: float = 0.5  # share of the online rows a full online memory is coreset-reduced to
 
     def __post_init__(self) -> None:
         if self.em_iters < 1 or self.sinkhorn_iters < 1:
@@ -83,6 +100,9 @@ class PatchCorePlusParams:
         if self.eps_rel <= 0 or self.ridge_rel <= 0 or self.lam < 0 or not 0 < self.step_scale < 2:
             raise EdgeFoctError(f"patchcore+: eps_rel={self.eps_rel}, ridge_rel={self.ridge_rel} must be > 0, "
                                 f"lam={self.lam} >= 0 and step_scale={self.step_scale} in (0, 2)")
+        if self.online_capacity < 0 or not 0 < self.online_keep < 1:
+            raise EdgeFoctError(f"patchcore+: online_capacity={self.online_capacity} must be >= 0 and "
+                                f"online_keep={self.online_keep} in (0, 1)")
         for name, allowed in (("lam_scale", LAM_SCALES), ("mstep", MSTEPS), ("score", SCORES),
                               ("marginals", MARGINALS)):
             if getattr(self, name) not in allowed:
@@ -264,13 +284,19 @@ class PatchCorePlus(Method):
     #: "suppress": the reading in which the term acts (lambda per patch, exact M-step), the defaults,
     #: chosen leave-one-category-out; "as-written": Eq. 7 literally (lambda / m per patch, one
     #: 1/Lipschitz gradient step per EM iteration), in which the term changes no score (README audit)
+    #: "online": refined prototypes of queries judged good at the threshold join the memory
+    #: (seed 001 Table 6; admission rule in the module docstring)
     PRESETS = {"no-ot": {"lam": 0.0}, "suppress": {"lam_scale": "mean", "mstep": "closed"},
-               "as-written": {"lam_scale": "sum", "mstep": "gradient"}}
+               "as-written": {"lam_scale": "sum", "mstep": "gradient"}, "online": {"online_capacity": 128}}
 
     def __init__(self, prototypes: np.ndarray, params: PatchCorePlusParams) -> None:
         self.prototypes = np.ascontiguousarray(prototypes, dtype=np.float32)  # (n, c)
         self.params = params
         self._protos = Prototypes.build(self.prototypes, params.ridge_rel)
+        self.online = params.online_capacity > 0  # instance-level: the "online" preset learns, others do not
+        self.gate: float | None = None
+        self.memory = EpisodicMemory(self.prototypes.shape[1], params.online_capacity, params.online_keep,
+                                     params.projection_dim, params.seed)
 
     @classmethod
     def fit(cls, support: SupportSet, params: PatchCorePlusParams) -> "PatchCorePlus":
@@ -306,4 +332,39 @@ class PatchCorePlus(Method):
         f = np.asarray(features, dtype=np.float32)  # (m, c)
         r = refine(f, self._protos, self.params)
         s = r.nearest_refined(f) if self.params.score == "nearest" else r.own_residuals(f)
-        return PatchScores(s.astype(np.float32), r.diagnostics)
+        diag = r.diagnostics
+        if self.online:
+            added = self._admit(r, s) if update else 0
+            diag = {**diag, "admitted": added, "online_rows": len(self.memory)}
+        return PatchScores(s.astype(np.float32), diag)
+
+    # --- online memory (preset "online"; module docstring) -------------------------------------
+    def _admit(self, r: Refinement, s: np.ndarray) -> int:
+        """Add a coreset of the query's refined prototypes when the query is judged good at the gate.
+        r: this query's refinement, s (m,) its patch scores. -> rows added (0: refused)."""
+        if self.gate is None or not np.isfinite(s).all() or not admissible(s, self.gate).all():
+            return 0
+        refined = (r.W @ self._protos.M).astype(np.float32)  # (m, c) = W* M, the refined prototypes
+        keep = greedy_coreset(refined, coreset_size(refined.shape[0], self.params.coreset_ratio),
+                              self.params.projection_dim, seed=self.params.seed)
+        rows = refined[np.sort(keep)]
+        self.memory.add(rows[:0], rows)
+        self._rebuild()
+        return int(rows.shape[0])
+
+    def _rebuild(self) -> None:
+        """Prototypes of [M; online rows] (n + L, c) for the next query."""
+        online = self.memory.rows()[0]
+        M = np.ascontiguousarray(np.vstack([self.prototypes, online])) if len(online) else self.prototypes
+        self._protos = Prototypes.build(M, self.params.ridge_rel)
+
+    def set_gate(self, threshold: float | None) -> None:
+        self.gate = None if threshold is None else float(threshold)
+
+    def episodic_state(self) -> dict[str, np.ndarray]:
+        return self.memory.state() if self.online else {}
+
+    def restore_episodic(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.online and arrays:
+            self.memory.restore(arrays)
+            self._rebuild()

@@ -120,3 +120,25 @@ def test_metal_plate_two_shot_with_mobilenet(tmp_path, mobilenet_features):
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout.splitlines()[-1])
     assert got["image_auroc"] > 0.85 and got["pixel_auroc"] > 0.9, got
+
+
+def test_patchcore_plus_online_preset_learns_in_predict_only_when_online(tmp_path, demo_category, random_backbone):
+    """seed 001 Table 6 through fit/predict: a bank fitted with preset "online" grows its memory from the
+    images predict judges good (diagnostics ``admitted`` / ``online_rows``), in order; --offline learns nothing."""
+    bank = tmp_path / "bank"
+    res = run("fit", "--support", str(demo_category / "train" / "good"), "--backbone", str(random_backbone),
+              "--out", str(bank), "--shots", "2", "--size", "128", "--method", "patchcore+", "--preset", "online",
+              "--threshold", "1e30")  # every image is "good" at this threshold: each one may enter
+    assert res.returncode == 0, res.stderr
+    goods = str(demo_category / "test" / "good")
+    for mode, grows in (("--online", True), ("--offline", False)):
+        res = run("predict", "--bank", str(bank), goods, "--out", str(tmp_path / mode), mode)
+        assert res.returncode == 0, res.stderr
+        recs = [json.loads(l) for l in (tmp_path / mode / "results.jsonl").read_text().splitlines()]
+        rows = [r["diagnostics"]["online_rows"] for r in recs]
+        admitted = [r["diagnostics"]["admitted"] for r in recs]
+        if grows:
+            assert all(a > 0 for a in admitted) and rows == sorted(rows) and rows[-1] > 0
+            assert recs[-1]["diagnostics"]["memory_size"] > recs[0]["diagnostics"]["memory_size"]
+        else:
+            assert admitted == [0] * len(recs) and rows == [0] * len(recs)

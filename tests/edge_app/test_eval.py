@@ -217,3 +217,17 @@ def test_eval_records_engine_and_thread_plan_and_engines_agree(demo_category, ra
     assert rows[0]["others"][0]["delta_points"] == 0 and "openvino" in md and " (!) |" not in md
     with pytest.raises(SystemExit, match="differ in"):
         parity([ort_run, {**ov_run, "run": {**ov_run["run"], "seed": 1}}])
+
+
+def test_patchcore_plus_online_preset_is_gated_at_the_learnt_threshold(demo_category, random_backbone, tmp_path):
+    """eval streams the test images through patchcore+/online with the gate at the learnt threshold:
+    admissions are counted, and no image the threshold flags ever enters."""
+    got, _ = _eval(demo_category, random_backbone, tmp_path, "--methods", "patchcore+/online", "--shots", "2",
+                   "--splits", "1")
+    (rec,) = got["records"]
+    m = rec["metrics"]
+    assert rec["method"] == "patchcore+/online" and "admitted_good" in m and "admitted_defective" in m
+    # an admitted image scored at or below the threshold: admissions never exceed the images passed
+    passed_good = round((1 - m["false_alarm_rate"]["mean"]) * (rec["n_test"] - rec["n_defective"]))
+    passed_def = round(m["miss_rate"]["mean"] * rec["n_defective"])
+    assert m["admitted_good"]["mean"] <= passed_good and m["admitted_defective"]["mean"] <= passed_def

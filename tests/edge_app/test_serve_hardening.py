@@ -454,3 +454,27 @@ def test_rtsp_down_at_start_keeps_retrying_until_stopped(bank, tmp_path):
     stderr = err.read_text()
     assert proc.returncode == 0, stderr
     assert "cannot connect" in stderr and "retrying every 0.5 s" in stderr and "0 frames (stopped)" in stdout
+
+
+def test_patchcore_plus_online_memory_survives_a_serve_restart(tmp_path):
+    """serve's StateStore keeps patchcore+/online's learnt rows (seed 001 Table 6) across a restart:
+    the restored method scores as the one that learnt them, a fresh one (the bank alone) does not."""
+    from edge_foct.edge_app.serve.state import StateStore
+    from edge_foct.runtime.methods import SupportSet, make_params
+    from edge_foct.runtime.methods.patchcore_plus import PatchCorePlus
+
+    rng = np.random.default_rng(4)
+    feats = np.abs(rng.random((2, 36, 16)).astype(np.float32))
+    params = make_params("patchcore+", {"coreset_ratio": 0.3}, preset="online")
+    method = PatchCorePlus.fit(SupportSet(feats, None, (6, 6)), params)
+    method.set_gate(1e9)
+    q = feats[1] + 0.2 * rng.random((36, 16)).astype(np.float32)
+    method.score(q)  # admitted
+    assert len(method.memory) > 0
+    store = StateStore(tmp_path / "state.npz", "bank-sha", "patchcore+")
+    store.save(method, None, frames=1)
+    fresh = PatchCorePlus.from_arrays(method.arrays(), params)
+    learnt = method.score(q, update=False).scores
+    assert not np.allclose(fresh.score(q, update=False).scores, learnt, rtol=1e-3)
+    store.restore(fresh, None)
+    np.testing.assert_allclose(fresh.score(q, update=False).scores, learnt, rtol=1e-6)

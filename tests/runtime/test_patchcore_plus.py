@@ -285,3 +285,76 @@ def test_suppress_preset_raises_the_in_span_anomaly_and_no_ot_does_not():
     assert sup[cells].min() > 3 * no_ot[cells].max()
     assert sup[cells].min() > 0.5 * np.median(sup[~cells])  # now scored like an unseen normal patch
     assert no_ot[cells].max() < 0.01 * np.median(no_ot[~cells])  # no-ot: taken in, scored as perfect
+
+
+# --- online memory (seed 001 Table 6, preset "online") ---------------------------------------------
+ONLINE = PatchCorePlusParams(coreset_ratio=0.3, online_capacity=40)
+
+
+def test_online_admits_only_queries_judged_good_at_the_gate():
+    support = _support(11)
+    method = PatchCorePlus.fit(support, ONLINE)
+    assert method.online and not PatchCorePlus.fit(support, PARAMS).online
+    n0 = method.prototypes.shape[0]
+    normal = support.features[1]
+    defect = normal.copy()
+    defect[5] += 3.0
+    # no gate: nothing enters (fails closed)
+    r = method.score(normal)
+    assert r.diagnostics["admitted"] == 0 and len(method.memory) == 0
+    gate = 2.0 * float(method.score(normal, update=False).scores.max())
+    method.set_gate(gate)
+    rd = method.score(defect)  # above the gate: refused
+    assert rd.scores.max() > gate and rd.diagnostics["admitted"] == 0 and len(method.memory) == 0
+    bad = normal.copy()
+    bad[3, 0] = np.nan  # a non-finite score is never "good"
+    assert method.score(bad).diagnostics["admitted"] == 0
+    assert method.score(normal, update=False).diagnostics["admitted"] == 0  # update=False learns nothing
+    rn = method.score(normal)  # good: a coreset of its refined prototypes enters
+    k = rn.diagnostics["admitted"]
+    assert k == round(0.3 * 36) and len(method.memory) == k
+    assert method.score(normal, update=False).diagnostics["memory_size"] == n0 + k
+
+
+def test_online_rows_are_refined_prototypes_and_the_memory_is_bounded():
+    from edge_foct.runtime.methods.patchcore_plus import refine
+
+    support = _support(12)
+    method = PatchCorePlus.fit(support, ONLINE)
+    method.set_gate(1e9)
+    q = support.features[0] + 0.05
+    r = refine(q, method._protos, method.params)
+    method.score(q)
+    rows = method.memory.rows()[0]
+    refined = r.W @ method.prototypes  # (m, c): each admitted row is one of the query's W* M
+    d = ((rows[:, None, :] - refined[None, :, :]) ** 2).sum(-1).min(axis=1)
+    assert d.max() < 1e-6 * float((refined ** 2).sum(-1).mean())
+    for i in range(6):  # 11 rows per query: the 40-row capacity is passed and compressed
+        method.score(support.features[i % 2] + 0.01 * i)
+        assert len(method.memory) <= ONLINE.online_capacity
+    assert len(method.memory) > 0
+
+
+def test_online_memory_changes_the_next_score_and_its_state_round_trips():
+    support = _support(13)
+    method = PatchCorePlus.fit(support, ONLINE)
+    method.set_gate(1e9)
+    q = support.features[1] + 0.2 * np.random.default_rng(3).random((36, 16)).astype(np.float32)
+    before = method.score(q, update=False).scores
+    method.score(q)  # admitted: its refined prototypes are in the memory now
+    after = method.score(q, update=False).scores
+    assert not np.allclose(before, after, rtol=1e-3)
+    state = method.episodic_state()
+    again = PatchCorePlus.from_arrays(method.arrays(), ONLINE)
+    np.testing.assert_array_equal(again.score(q, update=False).scores, before)  # the bank alone
+    again.restore_episodic(state)
+    np.testing.assert_allclose(again.score(q, update=False).scores, after, rtol=1e-6)
+    assert PatchCorePlus.fit(support, PARAMS).episodic_state() == {}
+
+
+def test_online_preset_resolves_and_bad_online_params_are_one_line():
+    p = make_params("patchcore+", preset="online")
+    assert p.online_capacity == 128 and (p.lam_scale, p.mstep) == ("mean", "closed")
+    for bad in ({"online_capacity": -1}, {"online_keep": 1.0}):
+        with pytest.raises(EdgeFoctError, match=next(iter(bad))):
+            make_params("patchcore+", bad)
