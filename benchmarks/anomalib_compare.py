@@ -194,8 +194,8 @@ def anomalib_worker(args) -> None:
 
 # --- edge-foct side (runs under this interpreter) ---------------------------------------------
 def edge_worker(args) -> None:
-    from edge_foct.edge_app.bench_cmd import fit_row, open_rows
-    from edge_foct.edge_app.eval_cmd import load_foreground
+    from edge_foct.edge_app.evaluation.latency import fit_row, open_rows
+    from edge_foct.edge_app.evaluation.runner import load_foreground
     from edge_foct.runtime.threads import apply_plan, plan_threads
 
     support, frames = load_frames(args.data, args.shots, args.seed, args.frames + args.warmup)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from edge_foct.edge_app.eval_cmd import load_foreground
+from edge_foct.edge_app.evaluation.runner import load_foreground
 from edge_foct.edge_app.inspect_session import open_backbone
 from edge_foct.edge_app.machine_info import describe, machine_info
 from edge_foct.runtime.config import Config
