@@ -23,7 +23,7 @@ from edge_foct.runtime import threshold as thresholds
 from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
-from edge_foct.runtime.fit import ForegroundFn, default_foreground, support_masks
+from edge_foct.runtime.fit import ForegroundFn, default_foreground, support_foreground
 from edge_foct.runtime.image_io import read_image, read_mask
 from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
@@ -101,6 +101,8 @@ class SplitResult:
     diagnostics: list[dict]  # per test image, in test-set order
     seconds_per_image: float
     stream_flags: np.ndarray | None = None  # (N,) bool: the stream rule's verdict when the image came
+    foreground: dict | None = None  # the foreground judge's decision (runtime/foreground_judge.py), JSON
+    foreground_rules: list[str] = field(default_factory=list)  # the estimator's rule per support image
 
 
 def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[list, np.ndarray]:
@@ -131,9 +133,10 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     params = make_params(spec.name, spec.params, spec.preset)
     # (K, Q, D); K = 0 (zero-shot): shaped like a test image's features
     feats = store.features(support_paths) if support_paths else store[category.test[0].path][None][:0]
-    fg = None
-    if cls.uses_foreground:  # the masks fit_bank gives (fit, demo, serve): the same estimator
-        fg, _ = support_masks([read_image(p) for p in support_paths], store.pre, foreground or default_foreground())
+    fg, fg_rules, decision = None, [], None
+    if cls.uses_foreground:  # the masks and judge fit_bank applies (fit, demo, serve): the same function
+        fg, fg_rules, decision = support_foreground([read_image(p) for p in support_paths], store.pre,
+                                                    foreground or default_foreground(), feats)
     support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
         if support_paths else feats[:, None]  # (K, V, Q, D)
@@ -159,7 +162,8 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
             flags[i] = thresholds.is_defective(scores[i], stream.value)
             stream.update(scores[i])
     dt = (time.perf_counter() - t0) / n
-    return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None)
+    return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None,
+                       decision.to_json() if decision is not None else None, fg_rules)
 
 
 def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | None]:
@@ -238,6 +242,13 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     conc = [float(d["concentration"]) for d in diags if "concentration" in d]
     if conc:
         out["concentration"] = float(np.mean(conc))
+    if result.foreground is not None:  # the judge's decision: 1 = FOCT's fg/bg split, 0 = oct's memory
+        read = result.foreground["readings"]
+        out["foreground_split_used"] = float(result.foreground["use_split"])
+        for key in ("agreement", "stability", "separation"):
+            v = read.get(key)
+            out[f"foreground_{key}"] = float("nan") if v is None else float(v)
+        out["foreground_coverage"] = float(np.mean(read["coverage"])) if read.get("coverage") else float("nan")
     if any("admitted" in d for d in diags):
         adm = np.array([float(d.get("admitted", 0)) > 0 for d in diags])
         out.update(admitted_defective=int(adm[labels].sum()), admitted_good=int(adm[~labels].sum()))
