@@ -24,6 +24,7 @@ from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.fit import ForegroundFn, default_foreground, support_foreground
+from edge_foct.runtime.foreground_judge import JudgeParams
 from edge_foct.runtime.image_io import read_image, read_mask
 from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
@@ -127,7 +128,7 @@ def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[l
 
 
 def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,
-              foreground: ForegroundFn | None = None, views: int = 8) -> SplitResult:
+              foreground: ForegroundFn | None = None, views: int = 8, judge: JudgeParams | None = None) -> SplitResult:
     support_paths, order = draw_split(category, shots, split, seed)
     cls = method_class(spec.name)
     params = make_params(spec.name, spec.params, spec.preset)
@@ -136,7 +137,7 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     fg, fg_rules, decision = None, [], None
     if cls.uses_foreground:  # the masks and judge fit_bank applies (fit, demo, serve): the same function
         fg, fg_rules, decision = support_foreground([read_image(p) for p in support_paths], store.pre,
-                                                    foreground or default_foreground(), feats)
+                                                    foreground or default_foreground(), feats, judge)
     support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
         if support_paths else feats[:, None]  # (K, V, Q, D)

@@ -42,13 +42,14 @@ def part_on_plain_background(seed: int) -> np.ndarray:
 
 
 def cell_features(crops: list[np.ndarray], cell: int = 8) -> np.ndarray:
-    """K crops -> (K, Q, 6) patch features: mean and std of Lab per cell (a stand-in backbone)."""
+    """K crops -> (K, Q, 6) non-negative patch features (a stand-in backbone): per cell the mean
+    colour and its complement, so dark and light cells point different ways, as post-ReLU CNN
+    features of different materials do."""
     out = []
     for c in crops:
-        lab = cv2.cvtColor(c.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
         g = SIZE // cell
-        b = lab.reshape(g, cell, g, cell, 3)
-        out.append(np.concatenate([b.mean((1, 3)), b.std((1, 3))], -1).reshape(g * g, 6))
+        m = c.astype(np.float32).reshape(g, cell, g, cell, 3).mean((1, 3)) / 255.0
+        out.append(np.concatenate([m, 1.0 - m], -1).reshape(g * g, 6))
     return np.stack(out).astype(np.float32)
 
 
