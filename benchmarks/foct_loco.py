@@ -121,7 +121,8 @@ def sweep(a: argparse.Namespace) -> dict[str, Any]:
                           f"{row['fallback']['image_auroc']:.3f}/{row['fallback']['pixel_auroc']:.3f} "
                           f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         del store
-    return {"command": " ".join(sys.argv), "backbone": {**bb.info.to_json(), "kernels": kernel_path(resolved.path)},
+    return {"command": " ".join(sys.argv), "backbone": {**bb.info.to_json(), "kernels": kernel_path(resolved.path),
+                                                  "path": Path(resolved.path).name},  # no machine paths
             "machine": machine_info(), "px_size": a.px_size, "configs": CONFIGS, "grid": GRID,
             "defaults": dataclasses.asdict(FoctParams()), "judge_defaults": dataclasses.asdict(JudgeParams()),
             "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 1)}
