@@ -7,7 +7,7 @@
 
 A variant is ``name[/preset][:key=value,...]`` (values parsed as JSON, else strings), e.g.
 ``patchcore+:lam_scale=mean,mstep=closed,eps_rel=0.05``. Every variant runs on the same features,
-support draws (``edge_app/evaluate.draw_split``) and test images as `edge-foct eval`; this script
+support draws (``edge_app/evaluation/protocol.draw_split``) and test images as `edge-foct eval`; this script
 reports image AUROC only (no threshold, no pixel maps: `edge-foct eval` gives those for the chosen
 variants), which is what the leave-one-category-out selection (``patchcore_plus_loco.py``) reads.
 

@@ -6,20 +6,30 @@ import cv2
 import numpy as np
 
 
-def jitter_views(rgb: np.ndarray, n: int, seed: int = 0, shift: float = 0.02, angle: float = 2.0,
-                 scale: float = 0.02, gain: float = 0.05) -> list[np.ndarray]:
-    """n views of rgb (H, W, 3) uint8: rotation +-angle deg, shift +-shift*size, zoom +-scale,
-    brightness/contrast gain +-gain; border pixels replicated. Deterministic for a seed."""
+def jitter_transforms(h: int, w: int, n: int, seed: int = 0, shift: float = 0.02, angle: float = 2.0,
+                      scale: float = 0.02, gain: float = 0.05) -> list[tuple[np.ndarray, float, float]]:
+    """The n jitters ``jitter_views`` applies to an (h, w) image: (2, 3) affine matrix, gain, bias
+    (0-255 units) each. Deterministic for a seed (the foreground judge warps masks with them)."""
     rng = np.random.default_rng(seed)
-    h, w = rgb.shape[:2]
-    views = []
+    out = []
     for _ in range(n):
         a = rng.uniform(-angle, angle)
         s = 1.0 + rng.uniform(-scale, scale)
         m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), a, s)
         m[:, 2] += rng.uniform(-shift, shift, 2) * (w, h)
-        v = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         g = 1.0 + rng.uniform(-gain, gain)
         b = rng.uniform(-gain, gain) * 255.0
+        out.append((m, g, b))
+    return out
+
+
+def jitter_views(rgb: np.ndarray, n: int, seed: int = 0, shift: float = 0.02, angle: float = 2.0,
+                 scale: float = 0.02, gain: float = 0.05) -> list[np.ndarray]:
+    """n views of rgb (H, W, 3) uint8: rotation +-angle deg, shift +-shift*size, zoom +-scale,
+    brightness/contrast gain +-gain; border pixels replicated. Deterministic for a seed."""
+    h, w = rgb.shape[:2]
+    views = []
+    for m, g, b in jitter_transforms(h, w, n, seed, shift, angle, scale, gain):
+        v = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         views.append(np.clip(v.astype(np.float32) * g + b, 0, 255).astype(np.uint8))
     return views

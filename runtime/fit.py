@@ -22,6 +22,7 @@ from .backbone import Backbone
 from .bank import Bank
 from .config import Config
 from .errors import EdgeFoctError
+from .foreground_judge import ForegroundDecision, JudgeParams, judge
 from .methods import METHODS, SupportSet, make_params, method_class
 from .preprocess import Preprocessor
 
@@ -93,6 +94,24 @@ def support_masks(images: Sequence[np.ndarray], pre: Preprocessor,
         rows.append(mask_to_grid(mask, pre.grid))
         rules.append(rule)
     return np.stack(rows), rules
+
+
+def support_foreground(images: Sequence[np.ndarray], pre: Preprocessor, foreground: ForegroundFn,
+                       features: np.ndarray | None = None,
+                       judge_params: JudgeParams | None = None) -> tuple[np.ndarray | None, list[str], ForegroundDecision]:
+    """The one place a foreground method's support masks are made and judged (fit_bank and eval).
+
+    K support images, their (K, Q, D) patch features -> the (K, Q) bool grid masks when the judge
+    (runtime/foreground_judge.py) keeps the fg/bg split, else None (oct's memory), the estimator's
+    rule per image, and the decision with its readings."""
+    crops = [pre.crop_rgb(img) for img in images]
+    masks, rules = zip(*(foreground(c) for c in crops)) if crops else ((), ())
+    grid = np.stack([mask_to_grid(m, pre.grid) for m in masks])  # (K, Q) as support_masks gives
+    decision = judge(list(crops), list(masks), grid, list(rules), features, foreground,
+                     judge_params or JudgeParams())
+    return (grid if decision.use_split else None), list(rules), decision
+
+
 #: jittered views over all support images at most (a large support gets fewer views per image)
 MAX_TOTAL_VIEWS = 64
 
@@ -106,7 +125,8 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
              sources: Sequence[str] = (), foreground: ForegroundFn | None = None,
              extra_manifest: dict[str, Any] | None = None, calibration: Sequence[np.ndarray] = (),
              max_false_alarms: float | None = None, calibration_sources: Sequence[str] = (),
-             progress: bool = False, features: FeatureSource | None = None) -> Bank:
+             progress: bool = False, features: FeatureSource | None = None,
+             judge_params: JudgeParams | None = None) -> Bank:
     """images: K RGB uint8 support images (any size) -> a Bank ready to save. K = 0 for a
     ``zero_shot`` method (threshold rule ``zero-shot-prior``).
 
@@ -132,9 +152,10 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     keys = list(sources) or [None] * len(images)
     q = pre.grid[0] * pre.grid[1]
     feats = source.support(images, keys) if images else np.zeros((0, q, backbone.info.feature_dim), np.float32)
-    fg, fg_rules = None, []
+    fg, fg_rules, decision = None, [], None
     if cls.uses_foreground and images:
-        fg, fg_rules = support_masks(images, pre, foreground or default_foreground())
+        fg, fg_rules, decision = support_foreground(images, pre, foreground or default_foreground(), feats,
+                                                    judge_params)
     support = SupportSet(feats, fg, pre.grid, backbone.side_arrays())  # (K, Q, D)
     method = cls.fit(support, params)
     if config.threshold.value is not None:
@@ -164,6 +185,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
         "support": [{"path": str(Path(s)), **({"foreground_rule": r} if r else {})}
                     for s, r in zip(list(sources) or [f"image{i}" for i in range(len(images))],
                                     fg_rules or [None] * len(images))],
+        **({"foreground": decision.to_json()} if decision is not None else {}),
         "config": config.to_json(),
         **({"calibration": [str(Path(s)) for s in calibration_sources]} if len(calibration_sources) else {}),
         **(extra_manifest or {}),

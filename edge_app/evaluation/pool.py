@@ -89,17 +89,12 @@ def prepare(ctx: Context, tasks: list[Task]) -> None:
 def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
     ctx = ctx or _CONTEXT
     assert ctx is not None, "run_task outside a prepared context"
-    rules: Counter = Counter()
-    fg = None
-    if method_class(task.spec.name).uses_foreground and ctx.foreground is not None:
-        def fg(crop: np.ndarray, _fn=ctx.foreground) -> tuple[np.ndarray, str]:
-            mask, rule = _fn(crop)
-            rules[rule] += 1
-            return mask, rule
+    fg = ctx.foreground if method_class(task.spec.name).uses_foreground else None
     r = run_split(ctx.category, ctx.store, task.spec, task.shots, task.split, ctx.seed, foreground=fg,
                   views=ctx.views)
     m = split_metrics(r, ctx.labels, ctx.truth, ctx.store.pre.crop_hw, ctx.pro_limit)
-    return TaskResult(task, m, dict(rules), r.image_scores if task.split == 0 else None, r.threshold)
+    return TaskResult(task, m, dict(Counter(r.foreground_rules)), r.image_scores if task.split == 0 else None,
+                      r.threshold)
 
 
 def _one_blas_thread() -> None:

@@ -29,6 +29,7 @@ from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.bank import Bank
 from edge_foct.runtime.config import Config
 from edge_foct.runtime.fit import ForegroundFn, fit_bank
+from edge_foct.runtime.foreground_judge import JudgeParams
 from edge_foct.runtime.image_io import read_image, read_mask
 from edge_foct.runtime.preprocess import Preprocessor
 from edge_foct.runtime.threshold import Threshold
@@ -108,6 +109,8 @@ class SplitResult:
     diagnostics: list[dict]  # per test image, in test-set order
     seconds_per_image: float
     stream_flags: np.ndarray | None = None  # (N,) bool: the stream rule's verdict when the image came
+    foreground: dict | None = None  # the foreground judge's decision (runtime/foreground_judge.py), JSON
+    foreground_rules: list[str] = field(default_factory=list)  # the estimator's rule per support image
 
 
 def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[list, np.ndarray]:
@@ -132,7 +135,7 @@ def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[l
 
 
 def fit_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,
-              foreground: ForegroundFn | None = None, views: int = 8) -> Bank:
+              foreground: ForegroundFn | None = None, views: int = 8, judge: JudgeParams | None = None) -> Bank:
     """The bank ``edge-foct fit`` would write for this split's support: the same ``fit_bank``
     (foreground decision, threshold, manifest), fed from the feature cache."""
     support_paths, _ = draw_split(category, shots, split, seed)
@@ -140,15 +143,15 @@ def fit_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
                               input={"resize": store.pre.resize, "crop": store.pre.crop, "aspect": store.pre.aspect},
                               threshold={"views": views, "seed": seed})
     return fit_bank(store.backbone, [read_image(p) for p in support_paths], config, sources=support_paths,
-                    foreground=foreground, features=store)
+                    foreground=foreground, features=store, judge_params=judge)
 
 
 def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,
-              foreground: ForegroundFn | None = None, views: int = 8) -> SplitResult:
+              foreground: ForegroundFn | None = None, views: int = 8, judge: JudgeParams | None = None) -> SplitResult:
     """One method on one split: ``fit_split``'s bank, then the test set streamed through it in the
     split's order, as ``serve`` would see it."""
     _, order = draw_split(category, shots, split, seed)
-    bank = fit_split(category, store, spec, shots, split, seed, foreground, views)
+    bank = fit_split(category, store, spec, shots, split, seed, foreground, views, judge)
     learnt = Threshold.from_json(bank.manifest["threshold"])
     thr = learnt.value
     method = bank.make_method()
@@ -170,7 +173,9 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
             flags[i] = thresholds.is_defective(scores[i], stream.value)
             stream.update(scores[i])
     dt = (time.perf_counter() - t0) / n
-    return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None)
+    rules = [s["foreground_rule"] for s in bank.manifest["support"] if "foreground_rule" in s]
+    return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None,
+                       bank.manifest.get("foreground"), rules)
 
 
 def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | None]:
@@ -249,6 +254,13 @@ def split_metrics(result: SplitResult, labels: np.ndarray, truth: PixelTruth | N
     conc = [float(d["concentration"]) for d in diags if "concentration" in d]
     if conc:
         out["concentration"] = float(np.mean(conc))
+    if result.foreground is not None:  # the judge's decision: 1 = FOCT's fg/bg split, 0 = oct's memory
+        read = result.foreground["readings"]
+        out["foreground_split_used"] = float(result.foreground["use_split"])
+        for key in ("agreement", "stability", "separation"):
+            v = read.get(key)
+            out[f"foreground_{key}"] = float("nan") if v is None else float(v)
+        out["foreground_coverage"] = float(np.mean(read["coverage"])) if read.get("coverage") else float("nan")
     if any("admitted" in d for d in diags):
         adm = np.array([float(d.get("admitted", 0)) > 0 for d in diags])
         out.update(admitted_defective=int(adm[labels].sum()), admitted_good=int(adm[~labels].sum()))

@@ -59,7 +59,16 @@ def _extras(m: dict[str, Any]) -> list[str]:
     conc = f"{m['concentration']['mean']:.3f}" if "concentration" in m else "–"
     adm = (f"{m['admitted_defective']['mean']:.1f} / {m['admitted_good']['mean']:.1f}"
            if "admitted_defective" in m else "–")
-    return [rates, oracle, stream, ms, conc, adm]
+    return [rates, oracle, stream, ms, conc, adm, fg_split_cell(m)]
+
+
+def fg_split_cell(m: dict[str, Any]) -> str:
+    """Splits whose foreground judge kept FOCT's fg/bg split, of the splits run ("–": no foreground)."""
+    used = m.get("foreground_split_used")
+    if not used:
+        return "–"
+    runs = [v for v in used["per_split"] if v is not None]
+    return f"{int(sum(runs))}/{len(runs)}"
 
 
 def _pts(metric: dict[str, Any] | None) -> str:
@@ -74,7 +83,7 @@ def _pct(metric: dict[str, Any] | None) -> str:
 def accuracy_table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per category/shots/method, then the mean over categories per shots/method."""
     head = (["category", "shots", "method"] + [c[1] for c in ACCURACY_COLUMNS]
-            + ["false alarms / misses @thr", "@oracle (sum @thr vs @oracle)", "@stream", "ms/img (method)", "concentration", "admitted def / good"])
+            + ["false alarms / misses @thr", "@oracle (sum @thr vs @oracle)", "@stream", "ms/img (method)", "concentration", "admitted def / good", "fg split (splits)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         m = r["metrics"]

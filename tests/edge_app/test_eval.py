@@ -164,6 +164,10 @@ def test_foreground_methods_get_masks_and_log_their_rules(demo_category, random_
                    "--splits", "2")
     fg = got["records"][0]["foreground"]
     assert "make_foreground" in fg["source"] and sum(fg["rules"].values()) == 2 * 2
+    # the judge's decision per split is in the record and the table says how many splits used the mask
+    used = got["records"][0]["metrics"]["foreground_split_used"]["per_split"]
+    assert len(used) == 2 and set(used) <= {0.0, 1.0}
+    assert f"| {int(sum(used))}/2 |" in (tmp_path / "results.md").read_text()
 
 
 def test_worker_processes_give_the_results_of_one_process(demo_category, random_backbone, tmp_path):

@@ -1,0 +1,259 @@
+"""FOCT's foreground judge and constants, chosen leave-one-category-out (issue 13).
+
+    python benchmarks/foct_loco.py --data ../shared/data --shots 2 --splits 5 \\
+        --out benchmarks/results/foct_loco          # sweep (features cached once per category)
+    python benchmarks/foct_loco.py --select benchmarks/results/foct_loco/sweep.json   # folds only
+
+Sweep: for each category (default backbone, ONNX Runtime float32, features computed once per
+category by eval's ``FeatureStore``) and split, each candidate constant set (``CONFIGS``: FOCT's
+defaults and one constant moved at a time) runs foct/edge twice through eval's ``run_split``:
+with the support's fg/bg split (the judge told to accept every mask) and without it (oct's memory).
+The judge's readings of the split's support set are recorded once (they do not depend on the
+thresholds). A category whose estimator marks every support the full frame has no split to judge:
+one run. Metrics: image AUROC (as eval) and pixel AUROC on maps and masks resized to ``--px-size``
+(a proxy for eval's full-resolution pixel AUROC, cheaper in the sweep; eval's fold table gives
+the full one).
+
+Selection, per held-out category: on the other four, every (constant set, judge thresholds) pair
+in the grid is scored by the mean over categories of the mean over splits of (image AUROC +
+pixel AUROC) / 2, each split taking the split run where the judge with those thresholds keeps the
+mask and the fallback run where not; the best pair (ties: the constant set listed first, and the
+strictest judge thresholds, ``tie_break``) is then read on the held-out category. The
+defaults are the pair chosen most often over the five folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_foct.edge_app.backbones import resolve_backbone
+from edge_foct.edge_app.datasets.mvtec import find_categories
+from edge_foct.edge_app.evaluation.protocol import FeatureStore, MethodSpec, ground_truth, run_split
+from edge_foct.edge_app.inspect_session import load_backbone
+from edge_foct.edge_app.machine_info import kernel_path, machine_info
+from edge_foct.edge_app.evaluation.metrics import auroc
+from edge_foct.runtime import atomic
+from edge_foct.runtime.anomaly_map import anomaly_map
+from edge_foct.runtime.fit import default_foreground
+from edge_foct.runtime.foreground_judge import RULE_NO_SPLIT, JudgeParams, decide
+from edge_foct.runtime.methods.foct import FoctParams
+
+#: candidate constant sets: FOCT's defaults, then one constant (or one coupled pair) moved at a time
+CONFIGS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "tau_ratio=0.5": {"tau_ratio": 0.5},
+    "tau_ratio=2": {"tau_ratio": 2.0},
+    "k_fg/k_bg=25/25": {"k_fg": 25, "k_bg": 25},
+    "k_fg/k_bg=40/10": {"k_fg": 40, "k_bg": 10},
+    "gates=0.9": {"gate_image_ratio": 0.9, "gate_patch_ratio": 0.9},
+    "alpha/beta=0.25/0.1": {"alpha": 0.25, "beta": 0.1},
+}
+#: judge thresholds, permissive first (0 = the reading does not vote)
+GRID = {"min_coverage": (0.0, 0.05, 0.10, 0.15, 0.20), "min_agreement": (0.0, 0.3, 0.5),
+        "min_stability": (0.0, 0.5, 0.7, 0.85), "min_separation": (0.0, 0.6, 0.7)}
+ACCEPT_ALL = JudgeParams(min_coverage=0.0, max_coverage=1.0, min_agreement=0.0, min_stability=0.0,
+                         min_separation=0.0)
+
+
+def full_frame(crop: np.ndarray) -> tuple[np.ndarray, str]:
+    """An estimator that marks everything foreground: the judge's fallback (oct's memory)."""
+    return np.ones(crop.shape[:2], bool), "full-frame:fallback"
+
+
+def pixel_auroc_proxy(patch_scores: np.ndarray, truth: list, size: int) -> float:
+    """(N, h, w) patch scores, eval's ground truth -> pixel AUROC at size x size."""
+    keep = [i for i, g in enumerate(truth) if g is not None]
+    if not keep:
+        return math.nan
+    maps = np.stack([cv2.resize(anomaly_map(patch_scores[i], truth[i].shape), (size, size),
+                                interpolation=cv2.INTER_AREA) for i in keep])
+    masks = np.stack([cv2.resize(truth[i].astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+                      for i in keep]).astype(bool)
+    return auroc(masks.ravel(), maps.ravel()) if masks.any() else math.nan
+
+
+def sweep(a: argparse.Namespace) -> dict[str, Any]:
+    resolved = resolve_backbone(None)
+    bb, _ = load_backbone(resolved.path, "cpu", None)
+    pre = bb.preprocessor(None, None)
+    est = default_foreground()
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for cat in find_categories(a.data, a.categories or None):
+        store = FeatureStore(bb, pre, 8)
+        store.ensure([t.path for t in cat.test])
+        labels = np.array([t.defective for t in cat.test])
+        truth = ground_truth(cat, pre) if cat.has_masks else []
+        for shots in a.shots:
+            for split in range(a.splits):
+                for name, params in CONFIGS.items():
+                    spec = MethodSpec("foct", "edge", params)
+                    row: dict[str, Any] = {"category": cat.name, "shots": shots, "index": split, "config": name}
+                    r = run_split(cat, store, spec, shots, split, a.seed, foreground=est, judge=ACCEPT_ALL)
+                    split_runs = r.foreground["rule"] != RULE_NO_SPLIT
+                    row["readings"] = r.foreground["readings"]
+                    row["estimator_rules"] = r.foreground_rules
+                    for variant, res in (("split", r if split_runs else None),
+                                         ("fallback", run_split(cat, store, spec, shots, split, a.seed,
+                                                                foreground=full_frame) if split_runs else r)):
+                        if res is None:
+                            continue
+                        row[variant] = {"image_auroc": auroc(labels, res.image_scores),
+                                        "pixel_auroc": pixel_auroc_proxy(res.patch_scores, truth, a.px_size)
+                                        if truth else math.nan}
+                    if not split_runs:
+                        row["split"] = row["fallback"]  # nothing to split: both are the same run
+                    rows.append(row)
+                    print(f"{cat.name} {shots}-shot split {split} {name}: split "
+                          f"{row['split']['image_auroc']:.3f}/{row['split']['pixel_auroc']:.3f} fallback "
+                          f"{row['fallback']['image_auroc']:.3f}/{row['fallback']['pixel_auroc']:.3f} "
+                          f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        del store
+    return {"command": " ".join(sys.argv), "backbone": {**bb.info.to_json(), "kernels": kernel_path(resolved.path),
+                                                  "path": Path(resolved.path).name},  # no machine paths
+            "machine": machine_info(), "px_size": a.px_size, "configs": CONFIGS, "grid": GRID,
+            "defaults": dataclasses.asdict(FoctParams()), "judge_defaults": dataclasses.asdict(JudgeParams()),
+            "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _nan_none(read: dict[str, Any]) -> dict[str, Any]:
+    return {k: (math.nan if v is None else v) for k, v in read.items()}
+
+
+def score_row(row: dict[str, Any], judge: JudgeParams | None) -> tuple[float, float, bool]:
+    """One split under a judge (None: always split) -> image AUROC, pixel AUROC, split used."""
+    read = _nan_none(row["readings"])
+    use = judge is None or ("agreement" in read and decide(read, judge)[0])
+    r = row["split" if use else "fallback"]
+    return r["image_auroc"], r["pixel_auroc"], use
+
+
+def category_score(rows: list[dict[str, Any]], judge: JudgeParams | None) -> tuple[float, float, float, int]:
+    """-> mean image AUROC, mean pixel AUROC, criterion ((img + px) / 2, px NaN: img), splits using the mask."""
+    s = [score_row(r, judge) for r in rows]
+    img = float(np.mean([x[0] for x in s]))
+    pxs = [x[1] for x in s if not math.isnan(x[1])]
+    px = float(np.mean(pxs)) if pxs else math.nan
+    return img, px, img if math.isnan(px) else 0.5 * (img + px), sum(x[2] for x in s)
+
+
+def judges() -> list[JudgeParams]:
+    keys = list(GRID)
+    return [JudgeParams(**dict(zip(keys, vals))) for vals in itertools.product(*(GRID[k] for k in keys))]
+
+
+def select(sweep_: dict[str, Any], shots: int) -> dict[str, Any]:
+    rows = [r for r in sweep_["rows"] if r["shots"] == shots]
+    cats = sorted({r["category"] for r in rows})
+    by = {(c, n): [r for r in rows if r["category"] == c and r["config"] == n] for c in cats for n in CONFIGS}
+    cands = [(n, j) for n in CONFIGS for j in judges()]
+    table = {c: [category_score(by[(c, n)], j)[2] for n, j in cands] for c in cats}  # criterion per candidate
+    folds = []
+    for held in cats:
+        train = [c for c in cats if c != held]
+        crit = np.mean([table[c] for c in train], axis=0)
+        best = tie_break(crit, cands)
+        name, j = cands[best]
+        img, px, _, used = category_score(by[(held, name)], j)
+        base = category_score(by[(held, "defaults")], None)  # FOCT as before the judge: always split
+        fallback = [category_score([{**r, "readings": {}} for r in by[(held, name)]], j)]  # never split
+        folds.append({"held_out": held, "config": name, "judge": _judge_json(j), "train_criterion": float(crit[best]),
+                      "image_auroc": img, "pixel_auroc_proxy": px, "splits_using_mask": used,
+                      "splits": len(by[(held, name)]), "before_judge_defaults": {"image_auroc": base[0],
+                                                                                  "pixel_auroc_proxy": base[1]},
+                      "never_split": {"image_auroc": fallback[0][0], "pixel_auroc_proxy": fallback[0][1]}})
+    chosen = Counter((f["config"], json.dumps(f["judge"], sort_keys=True)) for f in folds).most_common(1)[0][0]
+    return {"shots": shots, "folds": folds, "default": {"config": chosen[0], "judge": json.loads(chosen[1])},
+            "held_out_mean": {"image_auroc": float(np.mean([f["image_auroc"] for f in folds])),
+                              "pixel_auroc_proxy": float(np.nanmean([f["pixel_auroc_proxy"] for f in folds]))}}
+
+
+def tie_break(crit: np.ndarray, cands: list[tuple[str, JudgeParams]]) -> int:
+    """Index of the best candidate; among ties (1e-9), the constant set listed first in CONFIGS and
+    the strictest judge thresholds (last in grid order): where the data cannot tell the thresholds
+    apart, the judge falls back on the most doubtful masks ("fall back when unsure")."""
+    top = np.flatnonzero(crit >= crit.max() - 1e-9)
+    names = list(CONFIGS)
+    first = min(names.index(cands[i][0]) for i in top)
+    return int(max(i for i in top if names.index(cands[i][0]) == first))
+
+
+def _judge_json(j: JudgeParams) -> dict[str, float]:
+    return {k: getattr(j, k) for k in GRID}
+
+
+def fold_table(sel: dict[str, Any]) -> str:
+    lines = [f"{sel['shots']}-shot, foct/edge. Per held-out category: the constants and judge thresholds chosen on "
+             "the other four; held-out image AUROC / pixel AUROC (proxy); before the judge (FOCT's previous "
+             "defaults, mask always split) and never splitting (oct's memory) beside it.", "",
+             "| held out | constants | judge (cov / agr / stab / sep) | splits using the mask | held-out img / px | "
+             "before: always split | never split |", "|---|---|---|---|---|---|---|"]
+    pct = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
+    for f in sel["folds"]:
+        j = f["judge"]
+        lines.append(f"| {f['held_out']} | {f['config']} | {j['min_coverage']} / {j['min_agreement']} / "
+                     f"{j['min_stability']} / {j['min_separation']} | {f['splits_using_mask']}/{f['splits']} | "
+                     f"{pct(f['image_auroc'])} / {pct(f['pixel_auroc_proxy'])} | "
+                     f"{pct(f['before_judge_defaults']['image_auroc'])} / "
+                     f"{pct(f['before_judge_defaults']['pixel_auroc_proxy'])} | "
+                     f"{pct(f['never_split']['image_auroc'])} / {pct(f['never_split']['pixel_auroc_proxy'])} |")
+    m = sel["held_out_mean"]
+    lines += ["", f"Held-out mean: {pct(m['image_auroc'])} / {pct(m['pixel_auroc_proxy'])}. Default (chosen most "
+              f"often): constants {sel['default']['config']}, judge {sel['default']['judge']}."]
+    return "\n".join(lines) + "\n"
+
+
+def readings_table(sweep_: dict[str, Any], shots: int) -> str:
+    rows = [r for r in sweep_["rows"] if r["shots"] == shots and r["config"] == "defaults"]
+    lines = ["| category | split | estimator rules | coverage | agreement | stability | separation | "
+             "img AUROC split / fallback |", "|---|---|---|---|---|---|---|---|"]
+    f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in rows:
+        rd = r["readings"]
+        cov = "/".join(f"{c:.2f}" for c in rd.get("coverage", []))
+        lines.append(f"| {r['category']} | {r['index']} | {', '.join(sorted(set(r['estimator_rules'])))} | {cov} | "
+                     f"{f(rd.get('agreement'))} | {f(rd.get('stability'))} | {f(rd.get('separation'))} | "
+                     f"{100 * r['split']['image_auroc']:.1f} / {100 * r['fallback']['image_auroc']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--categories", nargs="*", default=[])
+    ap.add_argument("--shots", type=int, nargs="+", default=[2])
+    ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--px-size", type=int, default=64)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--select", type=Path, help="a sweep.json: redo the selection only")
+    a = ap.parse_args()
+    if a.select:
+        sw, out = json.loads(a.select.read_text()), a.select.parent
+    else:
+        sw, out = sweep(a), a.out
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(out / "sweep.json", sw)
+    shots = sorted({r["shots"] for r in sw["rows"]})
+    sels = [select(sw, k) for k in shots]
+    atomic.write_json(out / "folds.json", {"selection": sels, "machine": sw["machine"], "backbone": sw["backbone"]})
+    md = "\n".join(fold_table(s) + "\nJudge readings, FOCT's constants:\n\n" + readings_table(sw, s["shots"])
+                   for s in sels)
+    atomic.write_bytes(out / "folds.md", md.encode())
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The fold table of issue 13 from one or more `edge-foct eval` result folders.
+
+    python benchmarks/fold_table.py RESULTS_DIR [RESULTS_DIR ...] --out benchmarks/results/fold_table
+
+Reads each folder's results.json (records of category x shots x method; a later folder's record
+replaces an earlier one's for the same key), writes fold_table.md / fold_table.json: per category
+and shots, image / pixel AUROC (mean ± std over splits) of every method, foct/edge minus oct with
+the larger of their split stds (the noise), how many splits the foreground judge kept the fg/bg
+split, and the mean over categories with foct/edge and patchcore+ against patchcore. Each eval
+run's command, backbone kernels and machine are copied into the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_foct.runtime import atomic
+
+ORDER = ("patchcore", "ct", "oct", "foct/edge", "patchcore+")
+
+
+def load(folders: list[Path]) -> tuple[dict[tuple[str, int, str], dict], list[dict[str, Any]]]:
+    records, runs = {}, []
+    for f in folders:
+        data = json.loads((f / "results.json").read_text())
+        run = data["run"]
+        runs.append({k: run.get(k) for k in ("command", "started", "wall_seconds", "machine", "load_average_end")}
+                    | {"kernels": run["backbone"].get("kernels"), "backbone": run["backbone"].get("name"),
+                       "engine": run["backbone"].get("engine")})
+        for r in data["records"]:
+            records[(r["category"], r["shots"], r["method"])] = r
+    return records, runs
+
+
+def cell(r: dict | None, key: str) -> str:
+    m = (r or {}).get("metrics", {}).get(key)
+    if not m or m.get("mean") is None:
+        return "–"
+    return f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}"
+
+
+def mean_of(r: dict | None, key: str) -> float:
+    m = (r or {}).get("metrics", {}).get(key)
+    return float("nan") if not m or m.get("mean") is None else 100 * m["mean"]
+
+
+def std_of(r: dict | None, key: str) -> float:
+    m = (r or {}).get("metrics", {}).get(key)
+    return float("nan") if not m or m.get("std") is None else 100 * m["std"]
+
+
+def fg_cell(r: dict | None) -> str:
+    m = (r or {}).get("metrics", {}).get("foreground_split_used")
+    if not m:
+        return "–"
+    vals = [v for v in m["per_split"] if v is not None]
+    return f"{int(sum(vals))}/{len(vals)}"
+
+
+def table(records: dict, methods: list[str]) -> tuple[str, dict[str, Any]]:
+    cats = sorted({k[0] for k in records})
+    shots = sorted({k[1] for k in records})
+    head = ["category", "shots"] + [f"{m} img / px" for m in methods] + ["foct − oct img (noise)", "fg split used"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summary: dict[str, Any] = {"per_category": [], "mean": []}
+    for c in cats:
+        for k in shots:
+            row = [c, str(k)]
+            for m in methods:
+                r = records.get((c, k, m))
+                row.append(f"{cell(r, 'image_auroc')} / {cell(r, 'pixel_auroc')}" if r else "–")
+            f, o = records.get((c, k, "foct/edge")), records.get((c, k, "oct"))
+            delta = mean_of(f, "image_auroc") - mean_of(o, "image_auroc")
+            noise = max(std_of(f, "image_auroc"), std_of(o, "image_auroc"))
+            row.append("–" if np.isnan(delta) else f"{delta:+.1f} ({noise:.1f})" + (" **below**" if delta < -noise else ""))
+            row.append(fg_cell(f))
+            lines.append("| " + " | ".join(row) + " |")
+            summary["per_category"].append({"category": c, "shots": k, "foct_minus_oct_image": delta, "noise": noise,
+                                            "splits_using_mask": fg_cell(f)})
+    lines += ["", "Mean over the categories present for every method (image / pixel AUROC):", "",
+              "| shots | " + " | ".join(methods) + " | foct/edge − patchcore | patchcore+ − patchcore |",
+              "|" + "---|" * (len(methods) + 3)]
+    for k in shots:
+        common = [c for c in cats if all((c, k, m) in records for m in methods)]
+        means = {m: (np.mean([mean_of(records[(c, k, m)], "image_auroc") for c in common]),
+                     np.nanmean([mean_of(records[(c, k, m)], "pixel_auroc") for c in common])) for m in methods}
+        row = [f"{k} ({len(common)} cat.)"] + [f"{means[m][0]:.1f} / {means[m][1]:.1f}" for m in methods]
+        for m in ("foct/edge", "patchcore+"):
+            if m in means and "patchcore" in means:
+                row.append(f"{means[m][0] - means['patchcore'][0]:+.1f} / {means[m][1] - means['patchcore'][1]:+.1f}")
+            else:
+                row.append("–")
+        lines.append("| " + " | ".join(row) + " |")
+        summary["mean"].append({"shots": k, "categories": common, **{m: {"image_auroc": means[m][0],
+                                                                        "pixel_auroc": means[m][1]} for m in methods}})
+    return "\n".join(lines) + "\n", summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", type=Path, nargs="+")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--methods", nargs="*", default=list(ORDER), help="methods to show (default: all found)")
+    a = ap.parse_args()
+    records, runs = load(a.folders)
+    records = {k: v for k, v in records.items() if k[2] in a.methods}
+    methods = [m for m in ORDER if any(k[2] == m for k in records)]
+    md, summary = table(records, methods)
+    a.out.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(a.out / "fold_table.md", md.encode())
+    atomic.write_json(a.out / "fold_table.json", {"runs": runs, "summary": summary,
+                                                  "records": [records[k] for k in sorted(records)]})
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
