@@ -30,6 +30,7 @@ from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.image_io import read_image
 from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor, image_aspect
+from edge_foct.runtime.support_augment import support_augment
 from edge_foct.runtime.threads import ThreadPlan
 
 from .backbones import UNTRAINED_WARNING, resolve_backbone
@@ -91,7 +92,7 @@ def _record(cat: Category, spec: MethodSpec, shots: int, per_split: list[dict], 
         "method": spec.label, "category": cat.name, "shots": shots, "splits": len(per_split),
         "n_test": len(cat.test), "n_defective": sum(t.defective for t in cat.test),
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()},
-        "metrics": summarise(per_split), "support": supports, "notes": notes, **extra,
+        "augment": spec.augment, "metrics": summarise(per_split), "support": supports, "notes": notes, **extra,
     }
 
 
@@ -145,10 +146,12 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
              splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
-             keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None) -> list[dict[str, Any]]:
+             keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None,
+             augment: tuple[str, ...] = ("none",)) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
+    augments = list(dict.fromkeys(support_augment(a).spec for a in augment))  # a bad spec: one line before any work
     specs = parse_methods(methods)
     if elpv:
         from .elpv import elpv_root
@@ -163,7 +166,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
     bb, choice = load_backbone(resolved.path, engine, plan)
-    specs = parse_methods(methods, bb.side_arrays())
+    specs = [dataclasses.replace(s, augment=a) for s in parse_methods(methods, bb.side_arrays()) for a in augments]
     pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):
@@ -173,7 +176,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
-        "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit, "jobs": jobs,
+        "shots": shots, "splits": splits, "seed": seed, "views": views, "augment": augments, "aupro_limit": pro_limit, "jobs": jobs,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid),
                   "aspect": "per category (keep-aspect)" if keep_aspect else 1.0},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
@@ -185,6 +188,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
     records: list[dict[str, Any]] = []
     for cat in cats:
         cat_pre = bb.preprocessor(resize, size, aspect=category_aspect(cat)) if keep_aspect else pre
+        for a in augments:  # a quarter turn of a non-square input: one line
+            support_augment(a, cat_pre.aspect)
         records += eval_category(cat, specs, shots, splits, seed, bb, cat_pre, views, pro_limit, out,
                                  foreground, fg_note, batch, jobs)
         run["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -218,6 +223,9 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
               "size (CLIP: 240), else 256].")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
+@click.option("--augment", multiple=True, default=("none",), show_default=True, metavar="SPEC",
+              help="Support augmentation(s) to compare (as `fit --augment`): none, rot90, rot180, flip or a + "
+                   "join; several run every method once per spec (labelled method@spec) on the same features.")
 @click.option("--jobs", type=int, default=0, show_default=True,
               help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
 @click.option("--keep-aspect", is_flag=True,
@@ -228,8 +236,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
               help=ENGINE_HELP + " eval defaults to cpu (ONNX Runtime, float32): accuracy must not depend on the "
                                  "machine, and OpenVINO's auto precision is bf16 where the CPU has it.")
 @threads_option
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
-            out, engine, threads) -> None:
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, augment, jobs,
+            keep_aspect, out, engine, threads) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 0 for k in shots):
         raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
@@ -238,4 +246,4 @@ def command(data, elpv, categories, methods, shots, splits, seed, backbone, size
     plan = start_threads(threads)
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
              backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect,
-             engine=engine, plan=plan)
+             engine=engine, plan=plan, augment=tuple(dict.fromkeys(augment)))

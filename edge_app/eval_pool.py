@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_foct.runtime.methods import method_class
+from edge_foct.runtime.support_augment import support_augment
 
 from .datasets import Category
 from .evaluate import FeatureStore, MethodSpec, PixelTruth, draw_split, run_split, split_metrics
@@ -69,12 +70,13 @@ def default_jobs() -> int:
 
 
 def prepare(ctx: Context, tasks: list[Task]) -> None:
-    """Compute every feature the runs will read (test images, supports, support views) here."""
+    """Compute every feature the runs will read (test images, supports and their augmented copies,
+    support views) here."""
     store, cat = ctx.store, ctx.category
     store.ensure([t.path for t in cat.test])
-    for shots, split in dict.fromkeys((t.shots, t.split) for t in tasks):
+    for shots, split, augment in dict.fromkeys((t.shots, t.split, t.spec.augment) for t in tasks):
         support, _ = draw_split(cat, shots, split, ctx.seed)
-        store.ensure(support)
+        store.support(support, support_augment(augment, store.pre.aspect))
         for i, p in enumerate(support):
             store.views(p, ctx.views, seed=ctx.seed + i)  # the keys run_split asks for
 

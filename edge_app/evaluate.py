@@ -25,8 +25,9 @@ from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.fit import ForegroundFn, default_foreground, support_masks
 from edge_foct.runtime.image_io import read_image, read_mask
-from edge_foct.runtime.methods import SupportSet, make_params, method_class
+from edge_foct.runtime.methods import make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.support_augment import SupportAugment, support_augment
 
 from .datasets import Category
 from .metrics import auroc, f1_max, oracle_threshold, pixel_metrics, region_weights
@@ -67,6 +68,15 @@ class FeatureStore:
             self._embed([path], read_image)
         return self._feats[path]
 
+    def support(self, paths: list, aug: SupportAugment) -> np.ndarray:
+        """Features of the support images and their turned / mirrored copies -> (K * A, Q, D); a copy
+        is cached under its own key (``aug.keys``), the original under its path."""
+        keys = aug.keys(paths)
+        imgs = dict(zip(keys, aug.images([read_image(p) for p in paths]))) \
+            if any(k not in self._feats for k in keys) else {}
+        self._embed(keys, imgs.__getitem__)
+        return np.stack([self._feats[k] for k in keys])
+
     def views(self, path, n: int, seed: int) -> np.ndarray:
         """Features of n jittered views of one image -> (n, Q, D)."""
         keys = [("view", path, seed, i) for i in range(n)]
@@ -78,15 +88,18 @@ class FeatureStore:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method to evaluate: name, preset, parameter overrides; ``label`` names it in tables."""
+    """A method to evaluate: name, preset, parameter overrides, support augmentation
+    (runtime/support_augment.py); ``label`` names it in tables (``patchcore@rot90``)."""
 
     name: str
     preset: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    augment: str = "none"
 
     @property
     def label(self) -> str:
-        return self.name + (f"/{self.preset}" if self.preset else "")
+        return self.name + (f"/{self.preset}" if self.preset else "") + \
+            (f"@{self.augment}" if self.augment != "none" else "")
 
 
 @dataclass
@@ -129,12 +142,13 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     support_paths, order = draw_split(category, shots, split, seed)
     cls = method_class(spec.name)
     params = make_params(spec.name, spec.params, spec.preset)
-    # (K, Q, D); K = 0 (zero-shot): shaped like a test image's features
-    feats = store.features(support_paths) if support_paths else store[category.test[0].path][None][:0]
+    aug = support_augment(spec.augment, store.pre.aspect)  # as fit_bank: K images -> K * A memory images
+    # (K * A, Q, D); K = 0 (zero-shot): shaped like a test image's features
+    feats = store.support(support_paths, aug) if support_paths else store[category.test[0].path][None][:0]
     fg = None
     if cls.uses_foreground:  # the masks fit_bank gives (fit, demo, serve): the same estimator
         fg, _ = support_masks([read_image(p) for p in support_paths], store.pre, foreground or default_foreground())
-    support = SupportSet(feats, fg, store.pre.grid, store.backbone.side_arrays())
+    support = aug.support_set(feats, fg, store.pre.grid, store.backbone.side_arrays())
     view_feats = np.stack([store.views(p, views, seed=seed + i) for i, p in enumerate(support_paths)]) \
         if support_paths else feats[:, None]  # (K, V, Q, D)
     # the threshold `edge-foct fit` writes without calibration images (threshold.finalise)

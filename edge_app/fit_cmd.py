@@ -55,10 +55,12 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
             threshold: float | None, foreground=None, force: bool = False, download: bool = False,
             keep_aspect: bool = False, calibrate: list[str] | None = None,
-            max_false_alarms: float | None = None, engine: str = "auto", plan: ThreadPlan | None = None) -> Path:
+            max_false_alarms: float | None = None, engine: str = "auto", plan: ThreadPlan | None = None,
+            augment: str | None = None) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
-                            input={"resize": size, "crop": size} if size is not None else {})
+                            input={"resize": size, "crop": size} if size is not None else {},
+                            support={"augment": augment})
     check_config(config, "options")
     if config.threshold.value is not None:  # a TOML value too: refused before any compute
         finite_threshold(config.threshold.value, "threshold")
@@ -76,6 +78,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     cal_images = [read_image(p) for p in cal_paths]
     if keep_aspect:
         config = config.replace(input={"aspect": image_aspect(images)})
+        check_config(config, "options")  # a quarter-turn --augment does not fit a non-square input
     resolved = resolve_backbone(backbone, download=download)
     bb, _ = load_backbone(resolved.path, engine, plan)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,
@@ -121,14 +124,18 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--keep-aspect", is_flag=True,
               help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
+@click.option("--augment", default=None, metavar="SPEC",
+              help="Add turned / mirrored copies of the support images to the memory, for parts that arrive "
+                   "turned: none, rot90, rot180, flip or a + join (rot90+flip: all 8). Default from config: none. "
+                   "The memory and the method's time per image grow with the copies.")
 @click.option("--download", is_flag=True,
               help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
 @engine_option
 @threads_option
 def command(support, backbone, out, force, shots, seed, method, preset, size, threshold, calibrate, max_false_alarms,
-            config_path, keep_aspect, download, engine, threads) -> None:
+            config_path, keep_aspect, augment, download, engine, threads) -> None:
     """Learn a memory bank from a few images of good parts."""
     plan = start_threads(threads)
     run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold, force=force,
             download=download, keep_aspect=keep_aspect, calibrate=list(calibrate), max_false_alarms=max_false_alarms,
-            engine=engine, plan=plan)
+            engine=engine, plan=plan, augment=augment)

@@ -21,8 +21,9 @@ from .backbone import Backbone
 from .bank import Bank
 from .config import Config
 from .errors import EdgeFoctError
-from .methods import METHODS, SupportSet, make_params, method_class
+from .methods import METHODS, make_params, method_class
 from .preprocess import Preprocessor
+from .support_augment import support_augment
 
 #: crop (crop, crop, 3) uint8 -> (crop, crop) bool foreground mask, plus the rule that applied
 ForegroundFn = Callable[[np.ndarray], tuple[np.ndarray, str]]
@@ -81,6 +82,8 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     """images: K RGB uint8 support images (any size) -> a Bank ready to save. K = 0 for a
     ``zero_shot`` method (threshold rule ``zero-shot-prior``).
 
+    ``config.support.augment`` adds turned / mirrored copies of the support images to the memory
+    (runtime/support_augment.py: masks, threshold and manifest follow it).
     A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
     else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
     command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
@@ -93,12 +96,14 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     if not images and not cls.zero_shot:
         raise EdgeFoctError(f"method {cls.name!r} needs at least 1 support image (zero-shot methods: "
                             f"{sorted(n for n, c in METHODS.items() if c.zero_shot)})")
+    aug = support_augment(config.support.augment, pre.aspect)  # K images -> K * A memory images
     q = pre.grid[0] * pre.grid[1]
-    feats = embed(backbone, pre, images) if images else np.zeros((0, q, backbone.info.feature_dim), np.float32)
+    feats = embed(backbone, pre, aug.images(images)) if images else np.zeros((0, q, backbone.info.feature_dim),
+                                                                            np.float32)  # (K * A, Q, D)
     fg, fg_rules = None, []
     if cls.uses_foreground and images:
-        fg, fg_rules = support_masks(images, pre, foreground or default_foreground())
-    support = SupportSet(feats, fg, pre.grid, backbone.side_arrays())  # (K, Q, D)
+        fg, fg_rules = support_masks(images, pre, foreground or default_foreground())  # (K, Q): the originals
+    support = aug.support_set(feats, fg, pre.grid, backbone.side_arrays())  # (K * A, Q, D), masks turned along
     method = cls.fit(support, params)
     if config.threshold.value is not None:
         thr = thresholds.override(config.threshold.value)
@@ -128,6 +133,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
                     for s, r in zip(list(sources) or [f"image{i}" for i in range(len(images))],
                                     fg_rules or [None] * len(images))],
         "config": config.to_json(),
+        "augment": {**aug.to_json(), "memory_images": int(feats.shape[0])},
         **({"calibration": [str(Path(s)) for s in calibration_sources]} if len(calibration_sources) else {}),
         **(extra_manifest or {}),
     }

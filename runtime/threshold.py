@@ -106,6 +106,8 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     """views: (K, V, Q, D) features of jittered support views, or a callable i -> (V, Q, D) that
     computes image i's views when asked (each is asked once: the views are streamed, never all held)
     -> Threshold (rule in the module doc). progress(n): called after each support image is scored.
+    With ``support.sources`` (augmented copies, runtime/support_augment.py) K counts support images,
+    not memory images: image i is left out together with its copies, and only its own views are asked.
 
     Up to ``max_folds`` support images, each is left out in turn (K fits of K - 1 images); above
     it, image i falls in fold i mod max_folds and each fold is left out in turn: max_folds fits,
@@ -115,7 +117,9 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
         return zero_shot_prior()
     cls = method_class(method)
     get = views.__getitem__ if isinstance(views, np.ndarray) else views
-    k, q = support.features.shape[:2]
+    n, q = support.features.shape[:2]
+    src = support.source_ids()  # (n,): memory image -> support image (augmented copies share it)
+    k = int(src.max()) + 1  # support images; views are asked per support image
     full = cls.fit(support, params)
     if k == 1:
         self_scores = [float(full.score(v, update=False).scores.max()) for v in get(0)]
@@ -128,8 +132,8 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     self_scores, patches, images = [], [], []
     for f in range(n_folds):
         held = [i for i in range(k) if i % n_folds == f]
-        kept = [j for j in range(k) if j % n_folds != f]
-        scorer = cls.fit(support.subset(kept), loo_fit_params(cls, params, k, len(kept)))
+        kept = [j for j in range(n) if src[j] % n_folds != f]  # a held-out image leaves with its copies
+        scorer = cls.fit(support.subset(kept), loo_fit_params(cls, params, n, len(kept)))
         for i in held:
             for v in get(i):  # (Q, D)
                 self_scores.append(float(full.score(v, update=False).scores.max()))

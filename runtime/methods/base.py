@@ -16,15 +16,21 @@ import numpy as np
 class SupportSet:
     """features (K, Q, D) float32; foreground (K, Q) bool or None (no masks); grid (h, w), h*w == Q;
     context: arrays the backbone ships beside its graph (WinCLIP's text embeddings), else empty.
+    sources (K,) int: the support image each memory image comes from (runtime/support_augment.py: a
+    turned / mirrored copy shares its original's source; the threshold leaves a source out with all
+    its copies); None: each image is its own source.
     K = 0 (no support image) only for methods with ``zero_shot``."""
 
     features: np.ndarray
     foreground: np.ndarray | None
     grid: tuple[int, int]
     context: dict[str, np.ndarray] = field(default_factory=dict)
+    sources: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k, q, _ = self.features.shape
+        if self.sources is not None and self.sources.shape != (k,):
+            raise ValueError(f"sources {self.sources.shape} does not match features {(k,)}")
         if q != self.grid[0] * self.grid[1]:
             raise ValueError(f"support has {q} patches per image but grid {self.grid}")
         if self.foreground is not None and self.foreground.shape != (k, q):
@@ -32,7 +38,12 @@ class SupportSet:
 
     def subset(self, keep: list[int]) -> "SupportSet":
         fg = None if self.foreground is None else self.foreground[keep]
-        return SupportSet(self.features[keep], fg, self.grid, self.context)
+        src = None if self.sources is None else self.sources[keep]
+        return SupportSet(self.features[keep], fg, self.grid, self.context, src)
+
+    def source_ids(self) -> np.ndarray:
+        """(K,) int: ``sources``, or 0..K-1 when each image is its own source."""
+        return np.arange(self.features.shape[0]) if self.sources is None else self.sources
 
 
 @dataclass

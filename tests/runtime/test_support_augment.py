@@ -1,0 +1,135 @@
+"""Support augmentation (runtime/support_augment.py): exact turns and mirrors, the group a spec
+generates, masks turned with their images, the threshold leaving copies out, the config key."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from edge_foct.runtime.config import config_from_dict
+from edge_foct.runtime.errors import EdgeFoctError
+from edge_foct.runtime.methods import SupportSet, make_params
+from edge_foct.runtime.preprocess import Preprocessor
+from edge_foct.runtime.support_augment import IDENTITY, NAMED, Transform, support_augment
+from edge_foct.runtime.threshold import calibrate
+
+ALL = [Transform(r, m) for m in (False, True) for r in range(4)]
+
+
+def test_transforms_are_exact_turns_and_mirrors(rng):
+    img = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)  # (H, W, 3), H != W
+    by = {t.name: t.apply(img) for t in ALL}
+    assert by["id"].shape == (5, 7, 3) and np.array_equal(by["id"], img)
+    assert by["rot90"].shape == (7, 5, 3) and np.array_equal(by["rot90"], np.rot90(img))
+    assert np.array_equal(by["rot180"], img[::-1, ::-1]) and np.array_equal(by["rot270"], np.rot90(img, -1))
+    assert np.array_equal(by["flip"], img[:, ::-1]) and np.array_equal(by["vflip"], img[::-1])
+    assert np.array_equal(by["rot90-flip"], np.rot90(img)[:, ::-1]) and by["rot90-flip"].shape == (7, 5, 3)
+    assert np.array_equal(by["rot90-flip"], img.transpose(1, 0, 2)[::-1, ::-1])  # the anti-transpose
+    assert len({v.tobytes() + bytes(v.shape) for v in by.values()}) == 8  # 8 different images
+    assert all(v.flags.c_contiguous for v in by.values())
+
+
+def test_then_is_composition(rng):
+    a = rng.random((4, 4))
+    for s, t in itertools.product(ALL, ALL):
+        assert np.array_equal(s.then(t).apply(a), t.apply(s.apply(a))), (s.name, t.name)
+
+
+@pytest.mark.parametrize("spec,names", [
+    ("none", ["id"]), ("flip", ["id", "flip"]), ("rot180", ["id", "rot180"]),
+    ("rot180+flip", ["id", "rot180", "flip", "vflip"]), ("rot90", ["id", "rot90", "rot180", "rot270"]),
+    ("rot90+flip", ["id", "rot90", "rot180", "rot270", "flip", "rot90-flip", "vflip", "rot270-flip"]),
+    ("FLIP+rot180", ["id", "rot180", "flip", "vflip"]),
+])
+def test_a_spec_is_the_group_its_generators_make(spec, names):
+    aug = support_augment(spec)
+    assert [t.name for t in aug.transforms] == names and aug.transforms[0] == IDENTITY and len(aug) == len(names)
+    assert set(NAMED) >= {"none", "rot90", "rot180", "flip", "rot90+flip"}
+
+
+def test_images_keys_sources_are_source_major(rng):
+    imgs = [rng.integers(0, 255, (6, 6, 3), dtype=np.uint8) for _ in range(3)]
+    aug = support_augment("rot90")
+    out = aug.images(imgs)
+    assert len(out) == 12 and out[0] is imgs[0] and np.array_equal(out[5], np.rot90(imgs[1]))
+    assert aug.keys(["a", "b"])[:5] == ["a", ("augment", "a", "rot90"), ("augment", "a", "rot180"),
+                                        ("augment", "a", "rot270"), "b"]
+    assert aug.sources(3).tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert support_augment("none").images(imgs) == imgs
+
+
+def test_turns_commute_with_the_square_preprocessor(rng):
+    """The network sees the turned crop: crop(t(image)) == t(crop(image)), aspect 1: exactly for the
+    half turn and the mirrors, to one grey level for a quarter turn (OpenCV's fixed-point resize
+    rounds its row and column passes differently); the half turn and the mirrors also at aspect 2
+    (a quarter turn of a non-square input is refused)."""
+    img = rng.integers(0, 255, (90, 130, 3), dtype=np.uint8)  # a non-square frame
+    square = Preprocessor(80, 64)
+    for t in ALL:
+        a, b = square.crop_rgb(t.apply(img)).astype(int), t.apply(square.crop_rgb(img)).astype(int)
+        assert np.abs(a - b).max() <= (1 if t.turns % 2 else 0), t.name
+        assert (a != b).mean() < 0.15, t.name
+    already = rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)  # nothing to resize: every turn exact
+    for t in ALL:
+        assert np.array_equal(square.crop_rgb(t.apply(already)), t.apply(square.crop_rgb(already))), t.name
+    wide = Preprocessor(80, 64, aspect=2.0)
+    for t in support_augment("rot180+flip").transforms:
+        assert np.array_equal(wide.crop_rgb(t.apply(img)), t.apply(wide.crop_rgb(img))), t.name
+
+
+def test_masks_turn_with_their_images(rng):
+    grid = (4, 4)
+    fg = rng.random((2, 16)) > 0.5  # (K, Q)
+    aug = support_augment("rot90+flip")
+    turned = aug.masks(fg, grid)
+    assert turned.shape == (16, 16) and turned.dtype == bool
+    for i, t in enumerate(aug.transforms):
+        assert np.array_equal(turned[8 + i].reshape(grid), t.apply(fg[1].reshape(grid)))
+    assert aug.masks(None, grid) is None
+    s = aug.support_set(rng.random((16, 16, 3)).astype(np.float32), fg, grid)
+    assert s.foreground.shape == (16, 16) and s.sources.tolist() == [0] * 8 + [1] * 8
+    assert s.subset([0, 9]).sources.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("spec", ["rot45", "", "rot90+", "none+flip", "mirror"])
+def test_a_bad_spec_is_one_line(spec):
+    with pytest.raises(EdgeFoctError) as e:
+        support_augment(spec)
+    assert "\n" not in str(e.value) and "rot90+flip" in str(e.value) and repr(spec) in str(e.value)
+
+
+def test_a_quarter_turn_of_a_non_square_input_is_refused():
+    assert len(support_augment("rot180+flip", aspect=2.5)) == 4
+    with pytest.raises(EdgeFoctError, match="quarter turn does not fit a non-square input"):
+        support_augment("rot90", aspect=2.5)
+
+
+def test_the_threshold_leaves_a_support_image_out_with_its_copies(rng):
+    """Two support images, each with an exact copy in the memory (a symmetric part's mirror): left
+    out alone, an image's views match its copy (leave-one-out scores ~0, a threshold far too low);
+    left out with its copy (``sources``), they are scored against the other image only."""
+    grid, q, d = (3, 3), 9, 8
+    a, b = rng.random((2, q, d)).astype(np.float32)
+    feats = np.stack([a, a, b, b])  # (4, Q, D): image 0, its copy, image 1, its copy
+    views = np.stack([np.stack([a, a]), np.stack([b, b])])  # (K=2, V=2, Q, D)
+    params = make_params("patchcore", {"coreset_ratio": 1.0})  # every patch in memory: exact matches
+    leaky = calibrate("patchcore", params, SupportSet(feats, None, grid), views[[0, 0, 1, 1]])
+    honest = calibrate("patchcore", params, SupportSet(feats, None, grid, sources=np.array([0, 0, 1, 1])), views)
+    plain = calibrate("patchcore", params, SupportSet(feats[[0, 2]], None, grid), views)
+    assert max(leaky.samples) < 1e-3
+    assert len(honest.samples) == 4 and min(honest.samples) > 0.1
+    np.testing.assert_allclose(honest.samples, plain.samples, rtol=1e-5)  # copies of others add nothing here
+
+
+def test_config_reads_support_augment():
+    assert config_from_dict({}).support.augment == "none"
+    assert config_from_dict({"support": {"augment": "rot180"}}).support.augment == "rot180"
+    assert config_from_dict({"support": {"augment": "rot90+flip"}}).to_json()["support"] == {"augment": "rot90+flip"}
+    with pytest.raises(EdgeFoctError, match=r"cfg: \[support\] augment 'spin'"):
+        config_from_dict({"support": {"augment": "spin"}}, "cfg")
+    with pytest.raises(EdgeFoctError, match="quarter turn"):
+        config_from_dict({"support": {"augment": "rot90"}, "input": {"aspect": 2.0}}, "cfg")
+    with pytest.raises(EdgeFoctError, match=r"\[support\] has unknown key"):
+        config_from_dict({"support": {"rotate": True}}, "cfg")
