@@ -107,7 +107,8 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     computes image i's views when asked (each is asked once: the views are streamed, never all held)
     -> Threshold (rule in the module doc). progress(n): called after each support image is scored.
     With ``support.sources`` (augmented copies, runtime/support_augment.py) K counts support images,
-    not memory images: image i is left out together with its copies, and only its own views are asked.
+    not memory images: image i is left out together with its copies, and only its own views are asked;
+    the self-views (cap, floor, 1-shot rule) are scored against the K originals without copies.
 
     Up to ``max_folds`` support images, each is left out in turn (K fits of K - 1 images); above
     it, image i falls in fold i mod max_folds and each fold is left out in turn: max_folds fits,
@@ -120,7 +121,12 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     n, q = support.features.shape[:2]
     src = support.source_ids()  # (n,): memory image -> support image (augmented copies share it)
     k = int(src.max()) + 1  # support images; views are asked per support image
-    full = cls.fit(support, params)
+    # the self-views are scored against the support as photographed (each source's first memory
+    # image, the original): its own turned / mirrored copies would match a symmetric part's views
+    # like extra jitter and pull the cap and the floor below what new good parts score (2-shot
+    # bottle, rot90+flip: false alarms 12 -> 36 %, benchmarks/results/support_augment)
+    firsts = np.unique(src, return_index=True)[1]
+    full = cls.fit(support if support.sources is None else support.subset(sorted(firsts)), params)
     if k == 1:
         self_scores = [float(full.score(v, update=False).scores.max()) for v in get(0)]
         if progress:

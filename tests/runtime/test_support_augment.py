@@ -133,3 +133,21 @@ def test_config_reads_support_augment():
         config_from_dict({"support": {"augment": "rot90"}, "input": {"aspect": 2.0}}, "cfg")
     with pytest.raises(EdgeFoctError, match=r"\[support\] has unknown key"):
         config_from_dict({"support": {"rotate": True}}, "cfg")
+
+
+def test_the_self_views_are_scored_against_the_originals_only(rng):
+    """A copy that happens to match the views (a symmetric part turned) must not pull the self-view
+    scores (the cap, the floor, the 1-shot rule) below what the originals alone give."""
+    grid, q, d = (3, 3), 9, 8
+    a, b = rng.random((2, q, d)).astype(np.float32)
+    va, vb = a + 0.3, b + 0.3  # (Q, D) each: the "views", and copies that equal them
+    views = np.stack([np.stack([va, va]), np.stack([vb, vb])])  # (K=2, V=2, Q, D)
+    params = make_params("patchcore", {"coreset_ratio": 1.0})
+    plain = calibrate("patchcore", params, SupportSet(np.stack([a, b]), None, grid), views)
+    aug = calibrate("patchcore", params, SupportSet(np.stack([a, va, b, vb]), None, grid,
+                                                    sources=np.array([0, 0, 1, 1])), views)
+    assert min(plain.self_samples) > 0.5
+    np.testing.assert_allclose(aug.self_samples, plain.self_samples, rtol=1e-5)
+    one = calibrate("patchcore", params, SupportSet(np.stack([a, va]), None, grid, sources=np.array([0, 0])),
+                    views[:1])
+    assert one.rule == "self-views-max" and one.value == pytest.approx(max(plain.self_samples[:2]), rel=1e-5)
