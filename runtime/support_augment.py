@@ -24,11 +24,13 @@ mirrored crop (exactly; a quarter turn to one grey level, OpenCV's resize roundi
 - **Foreground masks** (foct): the estimator runs on the K original crops (so a mask judge that
   compares supports compares K different parts, not copies), and each copy gets its source's
   patch-grid mask under the same transform (exact on the grid, which turns like the crop).
-- **Threshold** (runtime/threshold.py): ``SupportSet.sources`` names each memory image's source;
-  the leave-one-out fits leave a support image out **with all its copies** (a mirrored copy of the
-  held-out part would otherwise match its views), and the jittered views are those of the K
-  originals, as without augmentation. So the threshold is learnt against a leave-out memory that
-  holds the other images' copies: it drops as the larger memory lowers good parts' scores.
+- **Threshold** (runtime/threshold.py): learnt from the K originals alone (``SupportSet.sources``
+  names each memory image's source, ``originals()`` keeps the first of each), exactly as without
+  augmentation: copies are no new parts and say nothing about the support-to-line shift the rule
+  models; a larger memory lowers good parts' scores (a nearest neighbour among more images), so
+  false alarms should not rise from it.
+  Learnt with the copies (a source left out together with them), the threshold fell faster than new
+  good parts' scores (2-shot bottle, flip: false alarms 12 -> 34-57 %, benchmarks/README.md).
 - The memory grows A-fold (the coreset ratios are kept), and with it the method's time per image.
 """
 

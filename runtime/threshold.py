@@ -106,9 +106,12 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     """views: (K, V, Q, D) features of jittered support views, or a callable i -> (V, Q, D) that
     computes image i's views when asked (each is asked once: the views are streamed, never all held)
     -> Threshold (rule in the module doc). progress(n): called after each support image is scored.
-    With ``support.sources`` (augmented copies, runtime/support_augment.py) K counts support images,
-    not memory images: image i is left out together with its copies, and only its own views are asked;
-    the self-views (cap, floor, 1-shot rule) are scored against the K originals without copies.
+    With ``support.sources`` (turned / mirrored copies, runtime/support_augment.py) the threshold is
+    learnt from the K originals alone, as without augmentation: copies are no new parts, so they say
+    nothing about the support-to-line shift the rule models, and a larger memory lowers good parts'
+    scores (a nearest neighbour among more images), so false alarms should not rise from it. Measured: learnt with the copies (a source
+    left out with its copies), the rule followed the held-out views down faster than new good parts
+    (2-shot bottle, flip: false alarms 12 -> 34-57 %; benchmarks/results/support_augment).
 
     Up to ``max_folds`` support images, each is left out in turn (K fits of K - 1 images); above
     it, image i falls in fold i mod max_folds and each fold is left out in turn: max_folds fits,
@@ -116,17 +119,11 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     """
     if support.features.shape[0] == 0:
         return zero_shot_prior()
+    support = support.originals()  # the threshold ignores augmented copies (see the docstring)
     cls = method_class(method)
     get = views.__getitem__ if isinstance(views, np.ndarray) else views
-    n, q = support.features.shape[:2]
-    src = support.source_ids()  # (n,): memory image -> support image (augmented copies share it)
-    k = int(src.max()) + 1  # support images; views are asked per support image
-    # the self-views are scored against the support as photographed (each source's first memory
-    # image, the original): its own turned / mirrored copies would match a symmetric part's views
-    # like extra jitter and pull the cap and the floor below what new good parts score (2-shot
-    # bottle, rot90+flip: false alarms 12 -> 36 %, benchmarks/results/support_augment)
-    firsts = np.unique(src, return_index=True)[1]
-    full = cls.fit(support if support.sources is None else support.subset(sorted(firsts)), params)
+    k, q = support.features.shape[:2]
+    full = cls.fit(support, params)
     if k == 1:
         self_scores = [float(full.score(v, update=False).scores.max()) for v in get(0)]
         if progress:
@@ -138,8 +135,8 @@ def calibrate(method: str, params: Any, support: SupportSet, views: np.ndarray |
     self_scores, patches, images = [], [], []
     for f in range(n_folds):
         held = [i for i in range(k) if i % n_folds == f]
-        kept = [j for j in range(n) if src[j] % n_folds != f]  # a held-out image leaves with its copies
-        scorer = cls.fit(support.subset(kept), loo_fit_params(cls, params, n, len(kept)))
+        kept = [j for j in range(k) if j % n_folds != f]
+        scorer = cls.fit(support.subset(kept), loo_fit_params(cls, params, k, len(kept)))
         for i in held:
             for v in get(i):  # (Q, D)
                 self_scores.append(float(full.score(v, update=False).scores.max()))

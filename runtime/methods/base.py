@@ -17,8 +17,8 @@ class SupportSet:
     """features (K, Q, D) float32; foreground (K, Q) bool or None (no masks); grid (h, w), h*w == Q;
     context: arrays the backbone ships beside its graph (WinCLIP's text embeddings), else empty.
     sources (K,) int: the support image each memory image comes from (runtime/support_augment.py: a
-    turned / mirrored copy shares its original's source; the threshold leaves a source out with all
-    its copies); None: each image is its own source.
+    turned / mirrored copy shares its original's source, the original first; the threshold is learnt
+    from the originals, ``originals()``); None: each image is its own source.
     K = 0 (no support image) only for methods with ``zero_shot``."""
 
     features: np.ndarray
@@ -41,9 +41,15 @@ class SupportSet:
         src = None if self.sources is None else self.sources[keep]
         return SupportSet(self.features[keep], fg, self.grid, self.context, src)
 
-    def source_ids(self) -> np.ndarray:
-        """(K,) int: ``sources``, or 0..K-1 when each image is its own source."""
-        return np.arange(self.features.shape[0]) if self.sources is None else self.sources
+    def originals(self) -> "SupportSet":
+        """The support as photographed: each source's first memory image (support_augment puts the
+        original first), without ``sources``; itself when there are no copies."""
+        if self.sources is None:
+            return self
+        first = np.unique(self.sources, return_index=True)[1]  # (K_sources,)
+        keep = sorted(int(i) for i in first)
+        fg = None if self.foreground is None else self.foreground[keep]
+        return SupportSet(self.features[keep], fg, self.grid, self.context)
 
 
 @dataclass
