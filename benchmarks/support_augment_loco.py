@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: the five categories of ../shared/data: fewer, and no default is decided
+MIN_CATEGORIES = 5
 #: criterion -> (metric key, sign: +1 higher is better)
 CRITERIA = {"image_auroc": ("image_auroc", +1), "error": ("error", -1)}
 
@@ -137,7 +139,9 @@ def main() -> None:
             specs = ["none"] + [s for s in specs if s != "none"]
             full = [s for s in specs if all((base, s, c, shots) in data for c in cats)]
             out.append(per_category(data, base, shots, specs, cats))
-            if len(cats) < 2 or "none" not in full:
+            if len(cats) < MIN_CATEGORIES or "none" not in full:
+                out.append(f"No fold table for {base} at {shots} shots: {len(cats)} categories measured "
+                           f"(a default is decided on {MIN_CATEGORIES}, one held out at a time).\n")
                 continue
             for crit in criteria:
                 folds, default = loco(data, base, shots, full, cats, crit, a.margin)
