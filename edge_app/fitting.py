@@ -49,10 +49,12 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
             config_path: str | None, method: str | None, preset: str | None, size: int | None,
             threshold: float | None, foreground=None, force: bool = False, download: bool = False,
             keep_aspect: bool = False, calibrate: list[str] | None = None,
-            max_false_alarms: float | None = None, engine: str = "auto", plan: ThreadPlan | None = None) -> Path:
+            max_false_alarms: float | None = None, engine: str = "auto", plan: ThreadPlan | None = None,
+            augment: str | None = None) -> Path:
     config = load_config(config_path)
     config = config.replace(method={"name": method, "preset": preset}, threshold={"value": threshold},
-                            input={"resize": size, "crop": size} if size is not None else {})
+                            input={"resize": size, "crop": size} if size is not None else {},
+                            support={"augment": augment})
     check_config(config, "options")
     if config.threshold.value is not None:  # a TOML value too: refused before any compute
         finite_threshold(config.threshold.value, "threshold")
@@ -70,6 +72,7 @@ def run_fit(support: list[str], backbone: str | None, out: Path, shots: int | No
     cal_images = [read_image(p) for p in cal_paths]
     if keep_aspect:
         config = config.replace(input={"aspect": image_aspect(images)})
+        check_config(config, "options")  # a quarter-turn --augment does not fit a non-square input
     resolved = resolve_backbone(backbone, download=download)
     bb, _ = load_backbone(resolved.path, engine, plan)
     log.info("backbone %s (%s, %s) on %s", bb.info.backbone_id, resolved.source,

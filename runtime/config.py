@@ -17,6 +17,9 @@ Example (every key optional)::
     value = 12.5             # override the threshold learnt from the support images
     views = 8                # jittered views per support image for the threshold
 
+    [support]
+    augment = "rot180"       # turned / mirrored copies of the support in the memory (runtime/support_augment.py)
+
 The resolved config is written into the manifest of every bank.
 """
 
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EdgeFoctError
+from .support_augment import support_augment
 
 
 #: network input sizes accepted (resize and crop, pixels): multiples of 16 (the stride-8 and stride-16
@@ -75,10 +79,16 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class SupportConfig:
+    augment: str = "none"  # runtime/support_augment.py: none, or rot90 / rot180 / flip joined by +
+
+
+@dataclass(frozen=True)
 class Config:
     input: InputConfig = InputConfig()
     method: MethodConfig = MethodConfig()
     threshold: ThresholdConfig = ThresholdConfig()
+    support: SupportConfig = SupportConfig()
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +103,7 @@ class Config:
         return dataclasses.replace(self, **out)
 
 
-_SECTIONS = {"input": InputConfig, "method": MethodConfig, "threshold": ThresholdConfig}
+_SECTIONS = {"input": InputConfig, "method": MethodConfig, "threshold": ThresholdConfig, "support": SupportConfig}
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
@@ -132,6 +142,10 @@ def check_config(config: Config, source: str = "config") -> None:
     for name, v, low in (("views", t.views, 1), ("seed", t.seed, 0)):
         if not isinstance(v, int) or isinstance(v, bool) or v < low:
             raise EdgeFoctError(f"{source}: [threshold] {name} = {v!r}: give an integer >= {low}")
+    try:
+        support_augment(config.support.augment, config.input.aspect)
+    except EdgeFoctError as e:
+        raise EdgeFoctError(f"{source}: [support] {e}") from None
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -23,8 +23,9 @@ from .bank import Bank
 from .config import Config
 from .errors import EdgeFoctError
 from .foreground_judge import ForegroundDecision, JudgeParams, judge
-from .methods import METHODS, SupportSet, make_params, method_class
+from .methods import METHODS, make_params, method_class
 from .preprocess import Preprocessor
+from .support_augment import support_augment
 
 #: crop (crop, crop, 3) uint8 -> (crop, crop) bool foreground mask, plus the rule that applied
 ForegroundFn = Callable[[np.ndarray], tuple[np.ndarray, str]]
@@ -51,8 +52,8 @@ class FeatureSource(Protocol):
 
     pre: Preprocessor
 
-    def support(self, images: Sequence[np.ndarray], sources: Sequence[Any]) -> np.ndarray:
-        """K images (and their sources) -> (K, Q, D)."""
+    def support(self, images: Sequence[np.ndarray], keys: Sequence[Any]) -> np.ndarray:
+        """N images (the support and its augmented copies) and their cache keys -> (N, Q, D)."""
 
     def views(self, image: np.ndarray, source: Any, n: int, seed: int) -> np.ndarray:
         """One image -> (n, Q, D) features of its ``jitter_views(image, n, seed)``."""
@@ -65,7 +66,7 @@ class Embedder:
     backbone: Backbone
     pre: Preprocessor
 
-    def support(self, images: Sequence[np.ndarray], sources: Sequence[Any] = ()) -> np.ndarray:
+    def support(self, images: Sequence[np.ndarray], keys: Sequence[Any] = ()) -> np.ndarray:
         return embed(self.backbone, self.pre, images)
 
     def views(self, image: np.ndarray, source: Any, n: int, seed: int) -> np.ndarray:
@@ -133,7 +134,8 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     The one function that fits a bank, for every command: fit, demo, serve's demo bank, bench and
     eval (which passes its feature cache as ``features``; the default embeds with ``backbone``).
     It owns the foreground decision, the threshold calibration and the manifest.
-
+    ``config.support.augment`` adds turned / mirrored copies of the support images to the memory
+    (runtime/support_augment.py: masks, threshold and manifest follow it).
     A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
     else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
     command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
@@ -150,13 +152,15 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     if (source.pre.grid, source.pre.crop_hw) != (pre.grid, pre.crop_hw):
         raise EdgeFoctError(f"features on a {source.pre.grid} grid, the config asks for {pre.grid}")
     keys = list(sources) or [None] * len(images)
+    aug = support_augment(config.support.augment, pre.aspect)  # K images -> K * A memory images
     q = pre.grid[0] * pre.grid[1]
-    feats = source.support(images, keys) if images else np.zeros((0, q, backbone.info.feature_dim), np.float32)
+    feats = source.support(aug.images(images), aug.keys(keys)) if images else \
+        np.zeros((0, q, backbone.info.feature_dim), np.float32)  # (K * A, Q, D), source-major, originals first
     fg, fg_rules, decision = None, [], None
-    if cls.uses_foreground and images:
-        fg, fg_rules, decision = support_foreground(images, pre, foreground or default_foreground(), feats,
-                                                    judge_params)
-    support = SupportSet(feats, fg, pre.grid, backbone.side_arrays())  # (K, Q, D)
+    if cls.uses_foreground and images:  # masks and the judge on the K originals; copies get theirs turned along
+        fg, fg_rules, decision = support_foreground(images, pre, foreground or default_foreground(),
+                                                    feats[::len(aug)], judge_params)
+    support = aug.support_set(feats, fg, pre.grid, backbone.side_arrays())  # (K * A, Q, D)
     method = cls.fit(support, params)
     if config.threshold.value is not None:
         thr = thresholds.override(config.threshold.value)
@@ -187,6 +191,7 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
                                     fg_rules or [None] * len(images))],
         **({"foreground": decision.to_json()} if decision is not None else {}),
         "config": config.to_json(),
+        "augment": {**aug.to_json(), "memory_images": int(feats.shape[0])},
         **({"calibration": [str(Path(s)) for s in calibration_sources]} if len(calibration_sources) else {}),
         **(extra_manifest or {}),
     }

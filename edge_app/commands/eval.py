@@ -30,6 +30,9 @@ from edge_foct.runtime.errors import EdgeFoctError
               "size (CLIP: 240), else 256].")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
+@click.option("--augment", multiple=True, default=("none",), show_default=True, metavar="SPEC",
+              help="Support augmentation(s) to compare (as `fit --augment`): none, rot90, rot180, flip or a + "
+                   "join; several run every method once per spec (labelled method@spec) on the same features.")
 @click.option("--jobs", type=int, default=0, show_default=True,
               help="Worker processes for the runs (0: one per available CPU; 1: no workers).")
 @click.option("--keep-aspect", is_flag=True,
@@ -40,8 +43,8 @@ from edge_foct.runtime.errors import EdgeFoctError
               help=ENGINE_HELP + " eval defaults to cpu (ONNX Runtime, float32): accuracy must not depend on the "
                                  "machine, and OpenVINO's auto precision is bf16 where the CPU has it.")
 @threads_option
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, jobs, keep_aspect,
-            out, engine, threads) -> None:
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, augment, jobs,
+            keep_aspect, out, engine, threads) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 0 for k in shots):
         raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
@@ -50,4 +53,4 @@ def command(data, elpv, categories, methods, shots, splits, seed, backbone, size
     plan = start_threads(threads)
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
              backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect,
-             engine=engine, plan=plan)
+             engine=engine, plan=plan, augment=tuple(dict.fromkeys(augment)))

@@ -41,14 +41,18 @@ log = logging.getLogger("edge_foct.fit")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--keep-aspect", is_flag=True,
               help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
+@click.option("--augment", default=None, metavar="SPEC",
+              help="Add turned / mirrored copies of the support images to the memory, for parts that arrive "
+                   "turned: none, rot90, rot180, flip or a + join (rot90+flip: all 8). Default from config: none. "
+                   "The memory and the method's time per image grow with the copies.")
 @click.option("--download", is_flag=True,
               help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
 @engine_option
 @threads_option
 def command(support, backbone, out, force, shots, seed, method, preset, size, threshold, calibrate, max_false_alarms,
-            config_path, keep_aspect, download, engine, threads) -> None:
+            config_path, keep_aspect, augment, download, engine, threads) -> None:
     """Learn a memory bank from a few images of good parts."""
     plan = start_threads(threads)
     run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold, force=force,
             download=download, keep_aspect=keep_aspect, calibrate=list(calibrate), max_false_alarms=max_false_alarms,
-            engine=engine, plan=plan)
+            engine=engine, plan=plan, augment=augment)

@@ -33,7 +33,9 @@ from edge_foct.edge_app.evaluation.protocol import (
     split_metrics,
 )
 from edge_foct.runtime.fit import views_per_image
+from edge_foct.runtime.image_io import read_image
 from edge_foct.runtime.methods import method_class
+from edge_foct.runtime.support_augment import support_augment
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,17 @@ def default_jobs() -> int:
 
 
 def prepare(ctx: Context, tasks: list[Task]) -> None:
-    """Compute every feature the runs will read (test images, supports, support views) here."""
+    """Compute every feature the runs will read (test images, supports and their augmented copies,
+    support views) here."""
     store, cat = ctx.store, ctx.category
     store.ensure([t.path for t in cat.test])
-    for shots, split in dict.fromkeys((t.shots, t.split) for t in tasks):
+    for shots, split, augment in dict.fromkeys((t.shots, t.split, t.spec.augment) for t in tasks):
         support, _ = draw_split(cat, shots, split, ctx.seed)
-        store.ensure(support)
-        for i, p in enumerate(support):  # the keys fit_bank asks for
-            store.views(None, p, views_per_image(ctx.views, shots), seed=ctx.seed + i)
+        images = [read_image(p) for p in support]
+        aug = support_augment(augment, store.pre.aspect)
+        store.support(aug.images(images), aug.keys(support))  # the keys fit_bank asks for
+        for i, p in enumerate(support):
+            store.views(images[i], p, views_per_image(ctx.views, shots), seed=ctx.seed + i)
 
 
 def run_task(task: Task, ctx: Context | None = None) -> TaskResult:

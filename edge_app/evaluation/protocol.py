@@ -70,9 +70,15 @@ class FeatureStore:
             self._embed([path], read_image)
         return self._feats[path]
 
-    def support(self, images: Sequence[np.ndarray], sources: Sequence[Any]) -> np.ndarray:
-        """``runtime.fit.FeatureSource``: the support's cached features by path -> (K, Q, D)."""
-        return self.features(list(sources))
+    def support(self, images: Sequence[np.ndarray], keys: Sequence[Any]) -> np.ndarray:
+        """``runtime.fit.FeatureSource``: features of the support images (originals and their turned /
+        mirrored copies, runtime/support_augment.py) -> (N, Q, D), each cached under its key (a path,
+        or ("augment", path, transform) for a copy); ``images`` are embedded only for keys not cached."""
+        keys = list(keys)
+        if any(k not in self._feats for k in keys):
+            by_key = dict(zip(keys, images))
+            self._embed(keys, by_key.__getitem__)
+        return np.stack([self._feats[k] for k in keys])
 
     def views(self, image: np.ndarray | None, source: Any, n: int, seed: int) -> np.ndarray:
         """Features of n jittered views of one image (read from ``source`` when ``image`` is None)
@@ -86,15 +92,18 @@ class FeatureStore:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method to evaluate: name, preset, parameter overrides; ``label`` names it in tables."""
+    """A method to evaluate: name, preset, parameter overrides, support augmentation
+    (runtime/support_augment.py); ``label`` names it in tables (``patchcore@rot90``)."""
 
     name: str
     preset: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    augment: str = "none"
 
     @property
     def label(self) -> str:
-        return self.name + (f"/{self.preset}" if self.preset else "")
+        return self.name + (f"/{self.preset}" if self.preset else "") + \
+            (f"@{self.augment}" if self.augment != "none" else "")
 
 
 @dataclass
@@ -141,7 +150,7 @@ def fit_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     support_paths, _ = draw_split(category, shots, split, seed)
     config = Config().replace(method={"name": spec.name, "preset": spec.preset, "params": dict(spec.params)},
                               input={"resize": store.pre.resize, "crop": store.pre.crop, "aspect": store.pre.aspect},
-                              threshold={"views": views, "seed": seed})
+                              threshold={"views": views, "seed": seed}, support={"augment": spec.augment})
     return fit_bank(store.backbone, [read_image(p) for p in support_paths], config, sources=support_paths,
                     foreground=foreground, features=store, judge_params=judge)
 

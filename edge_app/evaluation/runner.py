@@ -38,6 +38,7 @@ from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.image_io import read_image
 from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor, image_aspect
+from edge_foct.runtime.support_augment import support_augment
 from edge_foct.runtime.threads import ThreadPlan
 
 
@@ -70,7 +71,7 @@ def _record(cat: Category, spec: MethodSpec, shots: int, per_split: list[dict], 
         "method": spec.label, "category": cat.name, "shots": shots, "splits": len(per_split),
         "n_test": len(cat.test), "n_defective": sum(t.defective for t in cat.test),
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(params).items()},
-        "metrics": summarise(per_split), "support": supports, "notes": notes, **extra,
+        "augment": spec.augment, "metrics": summarise(per_split), "support": supports, "notes": notes, **extra,
     }
 
 
@@ -124,10 +125,12 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
 def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list[str], shots: list[int],
              splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
-             keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None) -> list[dict[str, Any]]:
+             keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None,
+             augment: tuple[str, ...] = ("none",)) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
+    augments = list(dict.fromkeys(support_augment(a).spec for a in augment))  # a bad spec: one line before any work
     specs = parse_methods(methods)
     if elpv:
         from edge_foct.edge_app.datasets.elpv import elpv_root
@@ -142,7 +145,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
             raise EdgeFoctError(f"--shots {max(shots)}: {c.name} has only {len(c.train)} train/good images")
     resolved = resolve_backbone(backbone)
     bb, choice = load_backbone(resolved.path, engine, plan)
-    specs = parse_methods(methods, bb.side_arrays())
+    specs = [dataclasses.replace(s, augment=a) for s in parse_methods(methods, bb.side_arrays()) for a in augments]
     pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):
@@ -152,7 +155,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
-        "shots": shots, "splits": splits, "seed": seed, "views": views, "aupro_limit": pro_limit, "jobs": jobs,
+        "shots": shots, "splits": splits, "seed": seed, "views": views, "augment": augments, "aupro_limit": pro_limit, "jobs": jobs,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid),
                   "aspect": "per category (keep-aspect)" if keep_aspect else 1.0},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
@@ -164,6 +167,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
     records: list[dict[str, Any]] = []
     for cat in cats:
         cat_pre = bb.preprocessor(resize, size, aspect=category_aspect(cat)) if keep_aspect else pre
+        for a in augments:  # a quarter turn of a non-square input: one line
+            support_augment(a, cat_pre.aspect)
         records += eval_category(cat, specs, shots, splits, seed, bb, cat_pre, views, pro_limit, out,
                                  foreground, fg_note, batch, jobs)
         run["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -16,21 +16,38 @@ import numpy as np
 class SupportSet:
     """features (K, Q, D) float32; foreground (K, Q) bool or None (no masks); grid (h, w), h*w == Q;
     context: arrays the backbone ships beside its graph (WinCLIP's text embeddings), else empty.
+    sources (K,) int: the support image each memory image comes from (runtime/support_augment.py: a
+    turned / mirrored copy shares its original's source, the original first; the threshold is learnt
+    from the originals, ``originals()``); None: each image is its own source.
     K = 0 (no support image) only for methods with ``zero_shot``."""
 
     features: np.ndarray
     foreground: np.ndarray | None
     grid: tuple[int, int]
     context: dict[str, np.ndarray] = field(default_factory=dict)
+    sources: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         k, q, _ = self.features.shape
+        if self.sources is not None and self.sources.shape != (k,):
+            raise ValueError(f"sources {self.sources.shape} does not match features {(k,)}")
         if q != self.grid[0] * self.grid[1]:
             raise ValueError(f"support has {q} patches per image but grid {self.grid}")
         if self.foreground is not None and self.foreground.shape != (k, q):
             raise ValueError(f"foreground {self.foreground.shape} does not match features {(k, q)}")
 
     def subset(self, keep: list[int]) -> "SupportSet":
+        fg = None if self.foreground is None else self.foreground[keep]
+        src = None if self.sources is None else self.sources[keep]
+        return SupportSet(self.features[keep], fg, self.grid, self.context, src)
+
+    def originals(self) -> "SupportSet":
+        """The support as photographed: each source's first memory image (support_augment puts the
+        original first), without ``sources``; itself when there are no copies."""
+        if self.sources is None:
+            return self
+        first = np.unique(self.sources, return_index=True)[1]  # (K_sources,)
+        keep = sorted(int(i) for i in first)
         fg = None if self.foreground is None else self.foreground[keep]
         return SupportSet(self.features[keep], fg, self.grid, self.context)
 

@@ -73,20 +73,22 @@ def test_fit_and_eval_build_the_same_bank(demo_category, random_backbone, tmp_pa
 
     cat = find_categories(demo_category)[0]
     bb = Backbone.load(random_backbone)
-    for method, preset in (("patchcore", None), ("foct", "edge"), ("patchcore+", None)):
+    for method, preset, augment in (("patchcore", None, "none"), ("foct", "edge", "none"), ("patchcore+", None, "none"),
+                                    ("foct", "edge", "flip")):
         support, _ = draw_split(cat, 2, 1, seed=0)
-        out = tmp_path / f"bank-{method}"
+        out = tmp_path / f"bank-{method}-{augment}"
         args = ["fit", "--support", *[a for p in support for a in ("--support", str(p))][1:], "--backbone",
                 str(random_backbone), "--method", method, "--size", "64", "--out", str(out),
                 "--engine", "cpu"]  # eval's engine (fit's auto may pick OpenVINO bf16 on this CPU)
-        res = CliRunner().invoke(cli, args + (["--preset", preset] if preset else []))
+        res = CliRunner().invoke(cli, args + ["--augment", augment] + (["--preset", preset] if preset else []))
         assert res.exit_code == 0, res.output
         cli_bank = Bank.load(out)
-        eval_bank = fit_split(cat, FeatureStore(bb, Preprocessor(64, 64)), MethodSpec(method, preset), 2, 1, seed=0)
+        eval_bank = fit_split(cat, FeatureStore(bb, Preprocessor(64, 64)), MethodSpec(method, preset, augment=augment), 2, 1,
+                               seed=0)
         assert [s["path"] for s in cli_bank.manifest["support"]] == [str(p) for p in support]
         assert eval_bank.manifest["support"] == cli_bank.manifest["support"]  # foreground rules included
-        for key in ("method", "threshold", "input", "grid", "backbone"):
-            assert eval_bank.manifest[key] == cli_bank.manifest[key], key
+        for key in ("method", "threshold", "input", "grid", "backbone", "augment", "foreground"):
+            assert eval_bank.manifest.get(key) == cli_bank.manifest.get(key), key  # foreground: foct only
         assert set(eval_bank.arrays) == set(cli_bank.arrays)
         for k in cli_bank.arrays:
             np.testing.assert_array_equal(eval_bank.arrays[k], cli_bank.arrays[k], err_msg=f"{method}: {k}")
