@@ -50,7 +50,10 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    faulthandler.enable()  # a crash in a native library (ONNX Runtime, OpenVINO, OpenCV) prints the Python stack
+    try:  # a crash in a native library (ONNX Runtime, OpenVINO, OpenCV) prints the Python stack
+        faulthandler.enable()
+    except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (embedded, captured)
+        pass
     try:
         cli.main(args=argv, prog_name="edge-foct", standalone_mode=False)
     except EdgeFoctError as e:

@@ -86,7 +86,8 @@ def prepare(ctx: Context, tasks: list[Task]) -> None:
         support, _ = draw_split(cat, shots, split, ctx.seed)
         images = [read_image(p) for p in support]
         aug = support_augment(augment, store.pre.aspect)
-        store.support(aug.images(images), aug.keys(support))  # the keys fit_bank asks for
+        if support:  # zero-shot (K = 0): no support features
+            store.support(aug.images(images), aug.keys(support))  # the keys fit_bank asks for
         for i, p in enumerate(support):
             store.views(images[i], p, views_per_image(ctx.views, shots), seed=ctx.seed + i)
 

@@ -55,6 +55,8 @@ def ptx_dir(tmp_path_factory):
             if "NVVM" in report["error"] or "nvvm" in report["error"]:
                 pytest.skip(f"libNVVM not found ({report['error']}): install the CUDA toolkit or "
                             f"`pip install 'cuda-toolkit[nvvm]'`")
+            if "driver init" in report["error"]:  # a CUDA driver library that is present but cannot start
+                pytest.skip(f"the CUDA driver cannot start here ({report['error']})")
             pytest.fail(report["error"])
     return out
 
