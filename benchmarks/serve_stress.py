@@ -66,8 +66,8 @@ def one_run(backbone: Path, engine: str, out: Path, extra: list[str], timeout: f
                            preexec_fn=core_limit)
         return r.returncode, time.perf_counter() - t, r.stderr
     except subprocess.TimeoutExpired as e:
-        return 124, time.perf_counter() - t, (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) \
-            else (e.stderr or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return 124, time.perf_counter() - t, err
 
 
 def main() -> None:
@@ -100,7 +100,7 @@ def main() -> None:
                 shutil.move(str(core), args.keep / f"{core.parent.name}.{core.name}")
     print(f"machine: {machine()}; commit {commit()}; {args.jobs} at a time; MALLOC_CHECK_=3 MALLOC_PERTURB_=165"
           f"{' + ' + MALLOC_DEBUG if args.malloc_debug else ''}")
-    print(f"| engine | runs | crashes (signal) | other failures | median s | p95 s | return codes |")
+    print("| engine | runs | crashes (signal) | other failures | median s | p95 s | return codes |")
     print("|---|---|---|---|---|---|---|")
     for e in engines:
         rows = [results[(e, i)] for i in range(args.runs)]
