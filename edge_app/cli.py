@@ -50,10 +50,11 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:  # a crash in a native library (ONNX Runtime, OpenVINO, OpenCV) prints the Python stack
-        faulthandler.enable()
-    except (AttributeError, ValueError, OSError):  # stderr without a file descriptor (embedded, captured)
-        pass
+    # a crash in a native library (ONNX Runtime, OpenVINO, OpenCV) prints the Python stack; called
+    # in-process (pytest: its own handler is on, and a captured sys.stderr has no file descriptor) the
+    # caller's handler stays
+    if not faulthandler.is_enabled() and sys.__stderr__ is not None:
+        faulthandler.enable(sys.__stderr__)
     try:
         cli.main(args=argv, prog_name="edge-foct", standalone_mode=False)
     except EdgeFoctError as e:

@@ -13,7 +13,9 @@ def _openvino() -> tuple[str | None, list[str]]:
         import openvino as ov
     except ImportError:
         return None, []
-    return ov.__version__.split("-")[0], list(ov.Core().available_devices)
+    from edge_foct.runtime.engines.openvino_engine import shared_core
+
+    return ov.__version__.split("-")[0], list(shared_core().available_devices)
 
 
 def collect(engine_dir: Path | None = None, bank_dir: Path | None = None, threads: int | None = None) -> dict:

@@ -87,9 +87,9 @@ def _openvino_blocker(graph: str | os.PathLike | None = None) -> tuple[str | Non
         import openvino as ov
     except ImportError:
         return "not installed (pip install 'edge-foct[openvino]')", "f32", ""
-    from .openvino_engine import cpu_precision, read_blocker
+    from .openvino_engine import cpu_precision, read_blocker, shared_core
 
-    core = ov.Core()
+    core = shared_core()
     if "CPU" not in core.available_devices:
         return f"openvino {ov.__version__} lists no CPU device ({core.available_devices})", "f32", ""
     blocker = read_blocker(graph, core) if graph is not None else None

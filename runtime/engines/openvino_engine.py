@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
 from pathlib import Path
 
@@ -40,9 +41,27 @@ def import_openvino():
     return openvino
 
 
+_CORE: list = []  # the process's one ov.Core (shared_core)
+_CORE_LOCK = threading.Lock()
+
+
+def shared_core():
+    """The process's one ``ov.Core``, made on first use and kept for the life of the process.
+
+    Every OpenVINO call here goes through it: a Core per engine (plus one per engine choice and
+    per precision probe) put several Cores, each with its own CPU plugin state, in one process, and
+    OpenVINO's Python API has crashed on repeated Core creation (openvinotoolkit/openvino#35338;
+    ultralytics/ultralytics#25864, a segfault after ~20 model loads in one process, fixed by reusing
+    one Core). One Core also outlives every compiled model, as in OpenVINO's C++ samples."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(import_openvino().Core())
+        return _CORE[0]
+
+
 def cpu_precision(core=None) -> tuple[str, str]:
     """(precision hint for this CPU, why): "bf16" when OpenVINO reports native BF16 on the CPU."""
-    core = core or import_openvino().Core()
+    core = core or shared_core()
     caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     if "BF16" in caps:
         return "bf16", "the CPU has native bf16 (OpenVINO capabilities: " + ", ".join(caps) + ")"
@@ -59,7 +78,7 @@ def _why_not(e: Exception) -> str:
 def read_blocker(path: str | os.PathLike, core=None) -> str | None:
     """Why OpenVINO's ONNX reader cannot convert the graph at ``path`` (e.g. operator-oriented int8:
     QLinearConv), or None when it can. Reads the graph once (start-up only)."""
-    core = core or import_openvino().Core()
+    core = core or shared_core()
     try:
         core.read_model(str(path))
     except Exception as e:  # OpenVINO raises its own exception types
@@ -103,7 +122,7 @@ class OpenVinoEngine:
         if not path.is_file():
             raise BackboneError(f"{path}: ONNX file not found")
         ov = import_openvino()
-        core = ov.Core()
+        core = shared_core()
         if precision is None:
             precision, why = cpu_precision(core)
             log.info("OpenVINO precision %s: %s", precision, why)

@@ -98,6 +98,26 @@ def test_bad_input_is_one_clear_error(random_backbone, tmp_path):
         OpenVinoEngine(random_backbone, "f32").run({})
 
 
+def test_one_core_per_process(random_backbone, x, monkeypatch):
+    """Engines, the engine choice and the precision probe share the process's one ov.Core
+    (openvino_engine.shared_core): none makes another, and an engine runs on after another engine on
+    the same Core is closed."""
+    from edge_foct.runtime.engines import openvino_engine
+
+    core = openvino_engine.shared_core()
+    made, real = [], ov.Core
+    monkeypatch.setattr(ov, "Core", lambda *a: made.append(1) or real(*a))
+    first = OpenVinoEngine(random_backbone, "f32", threads=1)
+    second = open_engine(choose_engine(prefer="openvino:f32", graph=random_backbone), random_backbone, plan_threads(1))
+    cpu_precision()
+    assert made == [] and openvino_engine.shared_core() is core
+    ref = _features(first, x)
+    first.close()
+    out = _features(second, x)
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    second.close()
+
+
 def test_precision_follows_the_cpu():
     precision, why = cpu_precision()
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
