@@ -137,8 +137,10 @@ def fit_bank(backbone: Backbone, images: Sequence[np.ndarray], config: Config,
     ``config.support.augment`` adds turned / mirrored copies of the support images to the memory
     (runtime/support_augment.py: masks, threshold and manifest follow it).
     A method that uses the foreground (foct) always gets masks: from ``foreground`` when given,
-    else from the default estimator (runtime/foreground.py's ``make_foreground``), so every
-    command that fits a bank (fit, demo, serve, bench, eval) fits the same method.
+    else from the default estimator (runtime/foreground.py's ``make_foreground``), judged by
+    runtime/foreground_judge.py (``judge_params``; None: the defaults) before they are used.
+    features: where the (K * A, Q, D) support features and the threshold's views come from
+    (``FeatureSource``; None: ``Embedder``, the backbone).
     calibration: extra good images (not in the memory, no labels) scored against the full memory;
     with at least ``threshold.MIN_CALIBRATION`` of them the threshold rule reads their scores.
     max_false_alarms: a false-alarm budget (0.05 = 5 %) instead of the default rule."""
