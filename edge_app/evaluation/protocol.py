@@ -1,10 +1,10 @@
 """The few-shot protocol, shared by `edge-foct eval` and the accuracy benchmarks.
 
-Per category and split: draw k support images from train/good (seeded), fit each method on the
+Per category and split: draw k support images from train/good (seeded); fit each method on the
 same support features through ``runtime.fit.fit_bank`` (the function `edge-foct fit` calls: the
-same foreground decision, threshold and manifest), learn its threshold from normal images only, then stream the test images
-through it in one fixed shuffled order (online methods see each image once, in order, and learn
-from it). Raw scores only: nothing is normalised over the test set.
+same foreground decision, threshold from normal images only, and manifest); then stream the test
+images through the bank's method in one fixed shuffled order (online methods see each image once,
+in order, and learn from it). Raw scores only: nothing is normalised over the test set.
 
 Features are computed once per image per run (``FeatureStore``) and shared by every method, so
 methods differ only in what they do with the same patch features.
