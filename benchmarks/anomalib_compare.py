@@ -265,18 +265,6 @@ class Worker:
         self.proc.wait()
 
 
-def machine_line() -> str:
-    flags, model = set(), "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and model == "?":
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    keep = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                        "avx512_fp16", "amx_bf16", "amx_int8") if f in flags]
-    return f"{model} ({len(os.sched_getaffinity(0))} usable cores, {' '.join(keep)})"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--anomalib-python", type=Path, default=None)
@@ -354,12 +342,13 @@ def main() -> None:
         for w in workers:
             if w.error:
                 print(f"{w.label} log:\n{(Path(tmp) / f'{workers.index(w)}.log').read_text()[-4000:]}", file=sys.stderr)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD"], check=False).returncode != 0
     import datetime as dt
 
-    head = (f"{machine_line()} | commit {commit}{'+dirty' if dirty else ''} | "
+    from edge_foct.edge_app.machine_info import describe, machine_info
+
+    machine = machine_info()  # CPU, flags, cores, load, versions, git commit (the project's one place)
+    commit, dirty = (machine["git"].get("commit") or "")[:10], bool(machine["git"].get("dirty"))
+    head = (f"{describe(machine)} | "
             f"{dt.datetime.now(dt.UTC).isoformat(timespec='minutes')} | load average "
             f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end of the timed rounds\n\n"
             f"WRN-50-2 to layer3 (layer2+layer3), random weights on both sides, {args.size} px, {args.shots}-shot "
@@ -383,7 +372,7 @@ def main() -> None:
         (args.out / f"compare_{args.size}.md").write_text(md)
         (args.out / f"compare_{args.size}.json").write_text(json.dumps({
             "size": args.size, "frames": args.frames, "warmup": args.warmup, "round": args.round,
-            "data": args.data.name, "shots": args.shots, "commit": commit, "dirty": dirty, "machine": machine_line(),
+            "data": args.data.name, "shots": args.shots, "commit": commit, "dirty": dirty, "machine": machine,
             "load_average": {"start": load0, "end": load1}, "anomalib": version,
             "rows": [{"label": w.label, "ms": w.ms, "peak_rss_mib": w.rss, "describe": w.desc, "error": w.error}
                      for w in workers]}, indent=1))

@@ -114,10 +114,9 @@ def main() -> None:
                          "admissions_equal": same_adm, "memory_size_equal": same_mem,
                          "before_ms": med["before"], "after_ms": med["after"]})
             print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD"], check=False).returncode != 0
-    head = (f"{describe(machine_info())}\n\n{args.method} method step, {args.before} (before) vs {commit} "
+    machine = machine_info()
+    commit, dirty = (machine["git"].get("commit") or "")[:10], bool(machine["git"].get("dirty"))
+    head = (f"{describe(machine)}\n\n{args.method} method step, {args.before} (before) vs {commit} "
             f"(after{'+dirty' if dirty else ''}), "
             f"{bb.info.backbone_id} on {bb.engine.description}, {args.size} px, {args.shots}-shot bank, "
             f"{args.frames} frames per category online, interleaved frame by frame; load average "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,17 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def machine() -> str:
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
-    return f"{model}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, {platform.release()}"
-
-
-def commit() -> str:
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                       cwd=Path(__file__).parent)
-    return r.stdout.strip() or "?"
+from edge_foct.edge_app.machine_info import describe, machine_info
 
 
 MALLOC_DEBUG = "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"  # glibc >= 2.34: MALLOC_CHECK_ needs it
@@ -98,7 +87,7 @@ def main() -> None:
             args.keep.mkdir(parents=True, exist_ok=True)
             for core in Path(tmp).glob("*/core*"):
                 shutil.move(str(core), args.keep / f"{core.parent.name}.{core.name}")
-    print(f"machine: {machine()}; commit {commit()}; {args.jobs} at a time; MALLOC_CHECK_=3 MALLOC_PERTURB_=165"
+    print(f"machine: {describe(machine_info())}; {args.jobs} at a time; MALLOC_CHECK_=3 MALLOC_PERTURB_=165"
           f"{' + ' + MALLOC_DEBUG if args.malloc_debug else ''}")
     print("| engine | runs | crashes (signal) | other failures | median s | p95 s | return codes |")
     print("|---|---|---|---|---|---|---|")
