@@ -58,7 +58,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="commit to compare against")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--backbone", type=Path, default=Path.home() / ".cache/edge-foct/backbones/wrn50-random.onnx")
+    ap.add_argument("--backbone", type=Path, default=None,
+                    help="WRN-50-2 random-weights feature ONNX [default: benchmarks/wrn_random.py's, made once]")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--size", type=int, default=336)
     ap.add_argument("--method", default="foct/edge")
@@ -69,6 +70,9 @@ def main() -> None:
     if not args.data.is_dir():
         print(f"no data at {args.data}: nothing to compare")
         return
+    from wrn_random import DEFAULT, ensure_wrn  # benchmarks/wrn_random.py (this script's folder is on sys.path)
+
+    args.backbone = ensure_wrn(args.backbone or DEFAULT)
     plan = plan_threads(None)
     apply_plan(plan)
     name, preset = (args.method.split("/", 1) + [None])[:2]

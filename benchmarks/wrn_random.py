@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: where the latency benchmarks keep it between runs
-DEFAULT = Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random.onnx"
+#: where the latency benchmarks keep it between runs. The name carries the graph's version, so that a
+#: change to export/wrn.py's graph is not timed on a stale cached file: v2 (2026-12-02) averages
+#: layer3's channel pairs before the pooling (v1, ``wrn50-random.onnx``, after the upsampling).
+DEFAULT = Path.home() / ".cache" / "edge-foct" / "backbones" / "wrn50-random-v2.onnx"
 
 
 def ensure_wrn(path: Path) -> Path:

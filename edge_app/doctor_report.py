@@ -26,6 +26,7 @@ def collect(engine_dir: Path | None = None, bank_dir: Path | None = None, thread
     from edge_foct.edge_app.inspect_session import bank_feature_graph, decide_serving
     from edge_foct.edge_app.machine_info import cpu_flags
     from edge_foct.runtime.bank import Bank
+    from edge_foct.runtime.compute_backend import distance_runtime
     from edge_foct.runtime.cuda import probe
     from edge_foct.runtime.threads import plan_threads
 
@@ -56,6 +57,7 @@ def collect(engine_dir: Path | None = None, bank_dir: Path | None = None, thread
                   "engine_dir": str(engine.engine_dir) if engine.engine_dir else None,
                   "engine_file": str(engine.engine_file) if engine.engine_file else None,
                   "engine_reason": engine.reason, "precision": engine.precision, "compute": choice.compute, "compute_reason": choice.compute_reason,
+                  "distances": distance_runtime(choice.compute, engine.backend),
                   "bank": str(bank_dir) if bank_dir is not None else None},
     }
 
@@ -88,5 +90,8 @@ def render(info: dict) -> str:
     if s["engine"] == "tensorrt" and s["bank"] is None:
         lines.append("  (no --bank: not checked that the folder holds an engine built from the bank's backbone)")
     lines.append(f"  compute: {s['compute_reason']}")
+    if s.get("distances") == "openvino":
+        lines.append("  distances: the methods' GEMM on OpenVINO (f32, the engine's threads; NumPy's BLAS stays at "
+                     "the plan's count)")
     lines.append(f"  {info['threads']['describe']}")
     return "\n".join(lines)

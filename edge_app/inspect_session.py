@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_foct.runtime.backbone import Backbone, file_sha256
 from edge_foct.runtime.bank import Bank
-from edge_foct.runtime.compute_backend import Backend, decide, make_backend
+from edge_foct.runtime.compute_backend import Backend, decide, make_backend, with_engine_distances
 from edge_foct.runtime.engines.choose import EngineChoice, choose_engine, open_engine
 from edge_foct.runtime.errors import BackboneError
 from edge_foct.runtime.pipeline import Inspector
@@ -89,7 +89,7 @@ def open_session(bank_dir: str | Path, backbone: str | None = None, threshold: f
     log.info("backbone engine: %s", choice.engine.describe())
     bb = open_backbone(graph, choice.engine, plan)
     bank.check_backbone(bb.info)
-    backend = make_backend(choice.compute, choice.compute_reason)
+    backend = with_engine_distances(make_backend(choice.compute, choice.compute_reason), bb.engine)
     log.info("compute backend: %s", backend.description)
     resize, crop = bank.input_size
     method = bank.make_method()

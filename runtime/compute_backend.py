@@ -12,7 +12,7 @@ simulator (NUMBA_ENABLE_CUDASIM=1) is used only when ``cuda`` is asked for expli
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .cuda import probe
@@ -34,20 +34,24 @@ class Backend:
     ct_step: Callable  # (memory, queries, nav, rho) -> CTStep
     fit_navigator: Callable  # (cost, memory, queries, nav, steps, lr, weight_decay, rho) -> losses
     navigator_distances: Callable  # (nav, memory, queries) -> D (M, Q)
+    sq_dists: Callable  # (q (n, D), m (k, D)) -> (n, k) squared distances: the methods' one GEMM
 
 
 def _numpy_backend(why: str) -> Backend:
-    from . import adamw, ct_step, sinkhorn, transport
+    from . import adamw, ct_step, knn, sinkhorn, transport
 
     return Backend("numpy", f"numpy reference ({why})", sinkhorn.sinkhorn_log, adamw.adamw_step,
-                   transport.soft_nn_scores, ct_step.ct_step, transport.fit_navigator, ct_step.navigator_distances)
+                   transport.soft_nn_scores, ct_step.ct_step, transport.fit_navigator, ct_step.navigator_distances,
+                   knn.sq_dists)
 
 
 def _cuda_backend(detail: str) -> Backend:
+    from . import knn
     from .cuda import adamw, ct_step, sinkhorn, soft_nn
 
     return Backend("cuda", f"cuda kernels ({detail})", sinkhorn.sinkhorn_log, adamw.adamw_step,
-                   soft_nn.soft_nn_scores, ct_step.ct_step, ct_step.fit_navigator, ct_step.navigator_distances)
+                   soft_nn.soft_nn_scores, ct_step.ct_step, ct_step.fit_navigator, ct_step.navigator_distances,
+                   knn.sq_dists)
 
 
 def decide(prefer: str = "auto") -> tuple[str, str]:
@@ -76,3 +80,26 @@ def select_backend(prefer: str = "auto") -> Backend:
     backend = make_backend(*decide(prefer))
     log.info("compute backend: %s", backend.description)
     return backend
+
+
+def distance_runtime(compute: str, engine: str) -> str:
+    """Where the methods' distance GEMM runs for a compute backend ("numpy" | "cuda") beside a backbone
+    engine ("onnxruntime" | "openvino" | "tensorrt"): "openvino" for NumPy beside OpenVINO, else the
+    compute backend's own name. The rule ``with_engine_distances`` applies and ``doctor`` reports."""
+    return "openvino" if compute == "numpy" and engine == "openvino" else compute
+
+
+def with_engine_distances(backend: Backend, engine) -> Backend:
+    """``backend`` with the methods' distance GEMM moved onto the backbone engine's runtime where that
+    helps (``distance_runtime``), else ``backend`` itself. Today one case: the NumPy backend beside an
+    OpenVINO engine runs the GEMM on OpenVINO's thread pool in f32 (runtime/engines/openvino_distance.py
+    says why and what it gains); the numbers are NumPy's to float rounding. Decided once, at start-up."""
+    from .engines.openvino_engine import OpenVinoEngine
+
+    kind = "openvino" if isinstance(engine, OpenVinoEngine) else "other"
+    if distance_runtime(backend.name, kind) != "openvino":
+        return backend
+    from .engines.openvino_distance import OpenVinoDistances
+
+    dist = OpenVinoDistances(engine.threads)
+    return replace(backend, sq_dists=dist, description=f"{backend.description}; distances on {dist.description}")

@@ -13,6 +13,8 @@ fused (the CUDA kernel in runtime/cuda has the same signature and result).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from . import navigator
@@ -21,12 +23,13 @@ from .episodic import best_queries
 from .knn import sq_dists
 
 
-def cost_matrix(memory: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """memory (M, D), queries (Q, D) -> C (M, Q) squared Euclidean distances, by GEMM.
+def cost_matrix(memory: np.ndarray, queries: np.ndarray, sq: Callable = sq_dists) -> np.ndarray:
+    """memory (M, D), queries (Q, D) -> C (M, Q) squared Euclidean distances, by GEMM (``sq``: the
+    compute backend's distance function, NumPy's by default).
 
     Computed as (Q, M) and transposed: with M a few hundred and Q ~ 1000, OpenBLAS ran the
     (Q, D) x (D, M) product ~3x faster than (M, D) x (D, Q) on the development CPU."""
-    return np.ascontiguousarray(sq_dists(queries, memory).T)
+    return np.ascontiguousarray(sq(queries, memory).T)
 
 
 def exp_floor(dtype: np.dtype) -> float:

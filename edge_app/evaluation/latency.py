@@ -24,6 +24,7 @@ from edge_foct.edge_app.inspect_session import open_backbone
 from edge_foct.edge_app.machine_info import describe, kernel_path, machine_info
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
+from edge_foct.runtime.compute_backend import Backend, decide, make_backend, with_engine_distances
 from edge_foct.runtime.config import Config
 from edge_foct.runtime.engines.choose import EngineChoice, choose_engine
 from edge_foct.runtime.errors import EdgeFoctError
@@ -62,6 +63,7 @@ class Row:
     choice: EngineChoice
     plan: ThreadPlan
     backbone: Backbone
+    compute: Backend | None = None  # the method's maths, as serve decides it (open_rows)
     inspector: Inspector | None = None
     threshold: float = float("nan")
     times: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
@@ -71,12 +73,14 @@ class Row:
 def open_rows(graph: Path, engines: list[str], plans: list[ThreadPlan], labels: list[str]) -> list[Row]:
     """One backbone per (engine, plan) -- shared by that pair's methods -- and one row per method."""
     rows = []
+    compute = make_backend(*decide("auto"))
     for engine in engines:
         choice = choose_engine(None, engine, graph=graph)
         for plan in plans:
             set_limits(plan)
             bb = open_backbone(graph, choice, plan)
-            rows += [Row(label, engine, choice, plan, bb) for label in labels]
+            backend = with_engine_distances(compute, bb.engine)
+            rows += [Row(label, engine, choice, plan, bb, backend) for label in labels]
     return rows
 
 
@@ -86,7 +90,10 @@ def fit_row(row: Row, pre: Preprocessor, support: list[np.ndarray], foreground: 
     config = Config().replace(input={"resize": pre.resize, "crop": pre.crop}, method={"name": name, "preset": preset})
     uses_fg = method_class(name).uses_foreground
     bank = fit_bank(row.backbone, support, config, foreground=foreground if uses_fg else None)
-    row.inspector = Inspector(row.backbone, pre, bank.make_method(), bank.threshold, online=True)
+    method = bank.make_method()
+    if row.compute is not None:
+        method.use_backend(row.compute)
+    row.inspector = Inspector(row.backbone, pre, method, bank.threshold, online=True)
     row.threshold = bank.threshold
 
 

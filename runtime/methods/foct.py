@@ -42,6 +42,7 @@ from ..coreset import coreset_size, greedy_coreset
 from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
 from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
+from ..knn import sq_dists
 from ..transport import (backward_map_best, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
                          nn_cost_scale, transport_scores)
 from .base import Method, PatchScores, SupportSet
@@ -125,6 +126,7 @@ class TransportMethod(Method):
         self.gate: float | None = None
         self.queries_seen = 0
         self._fit_navigator, self._distances = fit_navigator, navigator_distances  # NumPy until use_backend
+        self._sq = sq_dists  # the cost GEMM: NumPy until use_backend
 
     # --- memory -----------------------------------------------------------------------------
     @classmethod
@@ -176,13 +178,15 @@ class TransportMethod(Method):
 
     # --- transport --------------------------------------------------------------------------
     def use_backend(self, backend) -> None:
-        """The navigator fit and its final distances run on ``backend`` (runtime/compute_backend.py)."""
+        """The cost GEMM, the navigator fit and its final distances run on ``backend``
+        (runtime/compute_backend.py)."""
         self._fit_navigator, self._distances = backend.fit_navigator, backend.navigator_distances
+        self._sq = backend.sq_dists
 
     def _transport(self, mem: np.ndarray, feats: np.ndarray) -> _Fit:
         """One CT fit of the query feats (Q, D) against mem (M, D)."""
         p = self.params
-        cost = cost_matrix(mem, feats)  # (M, Q)
+        cost = cost_matrix(mem, feats, self._sq)  # (M, Q)
         tau = p.tau_ratio * nn_cost_scale(cost)
         if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: D = C / tau, a soft nearest neighbour
             # the numbers of soft_nn_scores(mem, feats, tau), with the backward map kept for the selection

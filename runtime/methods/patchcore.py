@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..coreset import support_coreset
-from ..knn import nearest_sq_dist
+from ..knn import nearest_sq_dist, sq_dists
 from .base import Method, PatchScores, SupportSet
 
 
@@ -25,6 +25,7 @@ class PatchCore(Method):
     def __init__(self, memory: np.ndarray, params: PatchCoreParams) -> None:
         self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (M, D)
         self.params = params
+        self._sq = sq_dists  # the distance GEMM: NumPy until use_backend
 
     @classmethod
     def fit(cls, support: SupportSet, params: PatchCoreParams) -> "PatchCore":
@@ -42,6 +43,10 @@ class PatchCore(Method):
         # the (q, m) distance GEMM, both sets of squared norms, then add/clamp/argmin per pair
         return 2.0 * m_memory * q * d + 2.0 * (m_memory + q) * d + 4.0 * m_memory * q
 
+    def use_backend(self, backend) -> None:
+        """The distance GEMM runs on ``backend.sq_dists`` (runtime/compute_backend.py)."""
+        self._sq = backend.sq_dists
+
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
-        dist, _ = nearest_sq_dist(features, self.memory)  # (Q,)
+        dist, _ = nearest_sq_dist(features, self.memory, sq=self._sq)  # (Q,)
         return PatchScores(dist, {"memory_size": int(self.memory.shape[0])})

@@ -27,6 +27,8 @@ def test_doctor_json_is_consistent(tmp_path):
     serve = info["serve"]
     assert serve["compute"] == ("cuda" if info["numba_cuda_device_usable"] else "numpy")
     assert serve["engine"] in ("onnxruntime", "openvino")  # an empty --engines folder has no manifest
+    assert serve["distances"] == ("openvino" if (serve["engine"], serve["compute"]) == ("openvino", "numpy")
+                                  else serve["compute"])
     assert "engine manifest" in serve["engine_reason"] or "TensorRT" in serve["engine_reason"]
     # OpenVINO is taken exactly when it is installed with a CPU device (x86) and no GPU path is here
     if not info["cuda_devices"]:

@@ -51,3 +51,12 @@ def test_simulator_only_when_asked_for():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["cuda", "numpy", "True", "True", "True"]
+
+
+def test_the_distance_gemm_moves_only_beside_openvino():
+    from edge_foct.runtime.compute_backend import distance_runtime
+
+    assert distance_runtime("numpy", "openvino") == "openvino"
+    assert distance_runtime("numpy", "onnxruntime") == "numpy"
+    assert distance_runtime("cuda", "openvino") == "cuda"  # a GPU backend keeps its kernels
+    assert distance_runtime("cuda", "tensorrt") == "cuda"

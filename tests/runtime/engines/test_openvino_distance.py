@@ -1,0 +1,105 @@
+"""The methods' distance GEMM on OpenVINO: NumPy's numbers, and taken only beside an OpenVINO engine.
+
+Tolerance: both sides are f32 GEMMs that differ in summation order only, so each distance may
+differ by a few ulps of the largest term (|q|^2 + |m|^2): max |diff| <= 1e-5 x max distance
+(measured 5e-7 at D = 1024); the nearest memory row must be the same for every query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_foct.runtime.compute_backend import make_backend, with_engine_distances
+from edge_foct.runtime.engines import OrtEngine
+from edge_foct.runtime.knn import nearest_sq_dist, sq_dists
+from edge_foct.runtime.methods import SupportSet, make_params, method_class
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
+from edge_foct.runtime.engines.openvino_distance import OpenVinoDistances  # noqa: E402
+from edge_foct.runtime.engines.openvino_engine import OpenVinoEngine  # noqa: E402
+
+
+def _pair(rng, n, k, d):
+    q = rng.standard_normal((n, d)).astype(np.float32)
+    m = (q[rng.choice(n, k)] + 0.3 * rng.standard_normal((k, d))).astype(np.float32)  # near some queries
+    return q, m
+
+
+def test_equals_numpy_for_every_shape_and_dim(rng):
+    dist = OpenVinoDistances(threads=2)
+    for n, k, d in [(1024, 205, 152), (64, 3, 152), (1024, 187, 1024), (7, 1, 16), (300, 400, 152)]:
+        q, m = _pair(rng, n, k, d)
+        ref, got = sq_dists(q, m), dist(q, m)
+        assert got.shape == (n, k) and got.dtype == np.float32
+        assert np.abs(got - ref).max() <= 1e-5 * ref.max()
+        np.testing.assert_array_equal(got.argmin(1), ref.argmin(1))
+        assert (got >= 0).all()
+
+
+def test_empty_sides_and_bad_shapes(rng):
+    dist = OpenVinoDistances()
+    q, m = _pair(rng, 10, 4, 8)
+    assert dist(q[:0], m).shape == (0, 4) and dist(q, m[:0]).shape == (10, 0)
+    with pytest.raises(ValueError, match="must be"):
+        dist(q, m[:, :5])
+
+
+def test_output_is_the_callers(rng):
+    """The infer request reuses its output buffer; a result kept across calls must not change."""
+    dist = OpenVinoDistances()
+    q, m = _pair(rng, 50, 6, 32)
+    first = dist(q, m)
+    keep = first.copy()
+    dist(q + 1.0, m)
+    np.testing.assert_array_equal(first, keep)
+
+
+def test_only_the_numpy_backend_beside_openvino_takes_it(random_backbone):
+    numpy_backend = make_backend("numpy", "test")
+    ort = OrtEngine(random_backbone)
+    assert with_engine_distances(numpy_backend, ort) is numpy_backend
+    ov_engine = OpenVinoEngine(random_backbone, precision="f32", threads=2)
+    moved = with_engine_distances(numpy_backend, ov_engine)
+    assert isinstance(moved.sq_dists, OpenVinoDistances) and moved.sq_dists.threads == 2
+    assert "distances on openvino" in moved.description
+    assert moved.soft_nn_scores is numpy_backend.soft_nn_scores  # only the GEMM moves
+
+
+@pytest.mark.parametrize("name", ["patchcore", "foct/edge", "oct/edge", "ct/edge"])
+def test_methods_score_the_same_with_the_openvino_gemm(rng, random_backbone, name):
+    """Scores, online admissions and memory growth equal the NumPy backend's, frame after frame."""
+    method, preset = name.split("/") if "/" in name else (name, None)
+    feats = rng.standard_normal((2, 400, 24)).astype(np.float32)
+    fg = np.ones((2, 400), bool)
+    fg[:, :150] = False
+    support = SupportSet(feats, fg, (20, 20))
+    cls = method_class(method)
+    params = make_params(method, None, preset=preset)
+    ref, ov = cls.fit(support, params), cls.fit(support, params)
+    ov.use_backend(with_engine_distances(make_backend("numpy", "test"), OpenVinoEngine(random_backbone, threads=2)))
+    assert isinstance(ov._sq, OpenVinoDistances)
+    for i in range(4):
+        frame = (feats[i % 2] + 0.5 * rng.standard_normal((400, 24))).astype(np.float32)
+        if i == 3:
+            frame[:40] += 4.0  # a defect
+        a, b = ref.score(frame, update=True), ov.score(frame, update=True)
+        np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-5)
+        assert a.diagnostics.get("memory_size") == b.diagnostics.get("memory_size")
+        assert a.diagnostics.get("admitted") == b.diagnostics.get("admitted")
+
+
+def test_nearest_sq_dist_takes_the_function(rng):
+    q, m = _pair(rng, 100, 9, 12)
+    calls = []
+
+    def counting(a, b, norms=None):
+        calls.append(a.shape)
+        return sq_dists(a, b, norms)
+
+    d, i = nearest_sq_dist(q, m, block=40, sq=counting)
+    ref_d, ref_i = nearest_sq_dist(q, m)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(d, ref_d)
+    assert calls == [(40, 12), (40, 12), (20, 12)]
+
