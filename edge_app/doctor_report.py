@@ -56,7 +56,8 @@ def collect(engine_dir: Path | None = None, bank_dir: Path | None = None, thread
         "serve": {"engine": engine.backend, "providers": list(engine.providers),
                   "engine_dir": str(engine.engine_dir) if engine.engine_dir else None,
                   "engine_file": str(engine.engine_file) if engine.engine_file else None,
-                  "engine_reason": engine.reason, "precision": engine.precision, "compute": choice.compute, "compute_reason": choice.compute_reason,
+                  "engine_reason": engine.reason, "precision": engine.precision,
+                  "compute": choice.compute, "compute_reason": choice.compute_reason,
                   "distances": distance_runtime(choice.compute, engine.backend),
                   "bank": str(bank_dir) if bank_dir is not None else None},
     }
