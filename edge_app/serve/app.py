@@ -35,6 +35,8 @@ from .sources import CaptureThread, Source, SourceError
 from .state import CorruptState, StateStore
 
 log = logging.getLogger("edge_foct.serve")
+#: how long stop() waits for the capture thread after the inference loop ended
+CAPTURE_JOIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,11 @@ class ServeApp:
             self.dashboard.stop()
         if self.publisher is not None:
             self.publisher.close()  # sends what is queued while the broker is there (bounded wait)
-        self.capture.join(timeout=5)
+        self.capture.join(timeout=CAPTURE_JOIN_S)
+        if self.capture.is_alive():  # a camera read blocked in the driver: the daemon thread ends with the process
+            log.warning("the capture thread of %s did not stop within %.0f s (a read blocked in the camera "
+                        "or FFmpeg); exiting without it: nothing unsaved depends on it", self.capture.source.name,
+                        CAPTURE_JOIN_S)
         if self.lock is not None:
             self.lock.release()
         if self.error is not None:

@@ -235,6 +235,43 @@ def test_stream_that_drops_and_comes_back(bank, demo_category, tmp_path):
     assert app.live.counters["reconnects"] == 1
 
 
+class HangingSource(FlakySource):
+    """A live source whose read blocks (a camera driver that never returns) after ``frames`` frames."""
+
+    def __init__(self, frame: np.ndarray, frames: int) -> None:
+        super().__init__(frame, drop_after=10**9, refusals=0)
+        self.frames, self.release = frames, threading.Event()
+
+    def read(self):
+        if self.reads >= self.frames:
+            self.release.wait(60)  # blocked in the driver until the test lets go
+        return super().read()
+
+
+def test_stop_with_a_capture_blocked_in_the_driver_says_so_and_returns(bank, demo_category, tmp_path, caplog,
+                                                                        monkeypatch):
+    from edge_foct.edge_app.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "CAPTURE_JOIN_S", 0.3)
+    frame = read_image(list_images([str(demo_category / "test" / "good")])[0])
+    source = HangingSource(frame, frames=4)
+    app = ServeApp(ServeOptions(bank=bank, out=tmp_path, dashboard=False), source)
+    app.start()
+    try:
+        assert wait_for(lambda: source.reads >= 4 and app.live.counters["frames"] >= 4, 60)
+        t = time.monotonic()
+        result = app.stop()
+        assert time.monotonic() - t < 10 and result.frames >= 4
+        assert app.capture.is_alive()
+        assert any("did not stop within" in r.getMessage() and "fake:flaky" in r.getMessage()
+                   for r in caplog.records)
+        assert (tmp_path / "events.jsonl").is_file()  # what was inspected is on disk
+    finally:
+        source.release.set()
+    app.capture.join(5)
+    assert not app.capture.is_alive()
+
+
 def test_full_disk_for_snapshots_is_logged_and_serving_goes_on(bank, video, tmp_path, caplog):
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
