@@ -119,6 +119,9 @@ class Backbone:
         except ValueError as e:
             raise BackboneError(f"input size: {e}") from None
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        """x (N, 3, H, W) float32 -> (N, H/8, W/8, D) float32."""
-        return self.engine.run({names.BACKBONE_INPUT: x})[names.BACKBONE_OUTPUT]
+    def features(self, x: np.ndarray, *, copy: bool = True) -> np.ndarray:
+        """x (N, 3, H, W) float32 -> (N, H/8, W/8, D) float32. ``copy=False``: may be the engine's own
+        buffer, valid until the next call (runtime/engines/base.py); for a caller done with it by then."""
+        if copy:
+            return self.engine.run({names.BACKBONE_INPUT: x})[names.BACKBONE_OUTPUT]
+        return self.engine.run({names.BACKBONE_INPUT: x}, copy=False)[names.BACKBONE_OUTPUT]

@@ -35,6 +35,7 @@ class Backend:
     fit_navigator: Callable  # (cost, memory, queries, nav, steps, lr, weight_decay, rho) -> losses
     navigator_distances: Callable  # (nav, memory, queries) -> D (M, Q)
     sq_dists: Callable  # (q (n, D), m (k, D)) -> (n, k) squared distances: the methods' one GEMM
+    nearest: Callable  # (q (n, D), m (k, D)) -> (n,) squared distance to the nearest row, (n,) its index
 
 
 def _numpy_backend(why: str) -> Backend:
@@ -42,7 +43,7 @@ def _numpy_backend(why: str) -> Backend:
 
     return Backend("numpy", f"numpy reference ({why})", sinkhorn.sinkhorn_log, adamw.adamw_step,
                    transport.soft_nn_scores, ct_step.ct_step, transport.fit_navigator, ct_step.navigator_distances,
-                   knn.sq_dists)
+                   knn.sq_dists, knn.nearest_sq_dist)
 
 
 def _cuda_backend(detail: str) -> Backend:
@@ -51,7 +52,7 @@ def _cuda_backend(detail: str) -> Backend:
 
     return Backend("cuda", f"cuda kernels ({detail})", sinkhorn.sinkhorn_log, adamw.adamw_step,
                    soft_nn.soft_nn_scores, ct_step.ct_step, ct_step.fit_navigator, ct_step.navigator_distances,
-                   knn.sq_dists)
+                   knn.sq_dists, knn.nearest_sq_dist)
 
 
 def decide(prefer: str = "auto") -> tuple[str, str]:
@@ -102,4 +103,5 @@ def with_engine_distances(backend: Backend, engine) -> Backend:
     from .engines.openvino_distance import OpenVinoDistances
 
     dist = OpenVinoDistances(engine.threads)
-    return replace(backend, sq_dists=dist, description=f"{backend.description}; distances on {dist.description}")
+    return replace(backend, sq_dists=dist, nearest=dist.nearest,
+                   description=f"{backend.description}; distances on {dist.description}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 
@@ -19,19 +17,17 @@ def sq_dists(q: np.ndarray, m: np.ndarray, m_norms: np.ndarray | None = None) ->
     return np.maximum(d, 0.0, out=d)
 
 
-def nearest_sq_dist(q: np.ndarray, m: np.ndarray, block: int = 2048,
-                    sq: Callable = sq_dists) -> tuple[np.ndarray, np.ndarray]:
+def nearest_sq_dist(q: np.ndarray, m: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Squared distance of each query row to its nearest memory row, and that row's index.
 
     q (n, d), m (k, d) float32 -> (n,) float32, (n,) int64. Blocks of ``block`` query rows bound
-    the temporary to block x k floats. sq: the (n, k) distance function (``sq_dists``, or the
-    compute backend's: runtime/compute_backend.py ``with_engine_distances``).
+    the temporary to block x k floats.
     """
     mn = sq_norms(m)
     dist = np.empty(q.shape[0], np.float32)
     idx = np.empty(q.shape[0], np.int64)
     for s in range(0, q.shape[0], block):
-        d = sq(q[s:s + block], m, mn)
+        d = sq_dists(q[s:s + block], m, mn)
         idx[s:s + block] = np.argmin(d, axis=1)
         dist[s:s + block] = d[np.arange(d.shape[0]), idx[s:s + block]]
     return dist, idx

@@ -96,6 +96,7 @@ class OrtEngine:
                             f"({threads or 'default'} threads{spun})")
         log.info("engine %s: %s", path.name, self.description)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], *, copy: bool = True) -> dict[str, np.ndarray]:
+        """-> new arrays (ONNX Runtime allocates them per run; ``copy`` changes nothing)."""
         names = [o.name for o in self.outputs]
         return dict(zip(names, self.session.run(names, feeds)))

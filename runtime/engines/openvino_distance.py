@@ -2,22 +2,25 @@
 
     dist = OpenVinoDistances(threads=2)        # f32; compiled on first use for each feature dim
     d = dist(q, m)                             # q (n, D), m (k, D) float32 -> (n, k) float32
+    d_min, idx = dist.nearest(q, m)            # -> (n,) float32, (n,) int64: PatchCore's search
 
 Why: with the backbone on OpenVINO, the method step's GEMM on NumPy's BLAS either runs on one
 thread (the thread plan keeps BLAS at 1 so that OpenBLAS's spinning workers do not steal the cores
 from the next frame's backbone: with BLAS at 2 threads the WRN-50-2 backbone went 17 -> 28 ms) or
 fights the engine. Here the same GEMM runs in OpenVINO's own thread pool, which the backbone already
 uses and which idles between calls: WRN-50-2 features at 256 px, q (1024, 1024) against m (205, 1024),
-2 threads, 2.8 ms against NumPy's 4.6 ms (benchmarks/README.md "CPU engines").
+2 threads, idle box: the (n, k) matrix 2.8 ms, the nearest row alone (min and arg-min inside the
+graph, no (n, k) output) 2.1 ms, against NumPy's 3.8-4.6 ms (benchmarks/README.md "CPU engines").
 
 Precision: always f32 (``INFERENCE_PRECISION_HINT f32``), whatever the backbone runs in: the
 distances equal NumPy's to float rounding (|err| <= 1e-6 of the largest distance, the same nearest
 row; tests/runtime/engines/test_openvino_distance.py), so the methods' transport maths, tau and the
-episodic memory's choices are those of the reference. bf16 here was 1.6x faster again but moved
-the nearest row on ~1 % of the patches.
+episodic memory's choices are those of the reference. bf16 here was 1.9x faster again but moved
+the nearest row on 0.7-1 % of the patches and small distances by up to 9 % (the expansion
+|q|^2 + |m|^2 - 2 q.m cancels): not taken.
 
-One graph, dynamic n and k (the episodic memory grows online), compiled per feature dimension D
-the first time it is seen; one infer request behind a lock (the app scores from one thread; the
+Two graphs (the matrix; the nearest row), dynamic n and k (the episodic memory grows online), each
+compiled per feature dimension D the first time it is seen; one infer request behind a lock (the app scores from one thread; the
 lock makes a second caller wait rather than corrupt the request's buffers).
 """
 
@@ -31,21 +34,30 @@ import numpy as np
 from .openvino_engine import _release, import_openvino, shared_core
 
 
-def _graph(ov, d: int):
-    """q (n, d), m (k, d) -> max(|q|^2 + |m|^2 - 2 q m^T, 0) (n, k), as an ov.Model."""
+def _ops():
     try:
         import openvino.opset13 as ops
     except ImportError:  # OpenVINO before 2024.4 kept the opsets under openvino.runtime
         import openvino.runtime.opset13 as ops
+    return ops
+
+
+def _graph(ov, d: int, nearest: bool):
+    """q (n, d), m (k, d) -> max(|q|^2 + |m|^2 - 2 q m^T, 0) (n, k) as an ov.Model; ``nearest``: its
+    row minimum (n,) and arg-minimum (n,) int64 instead (|q|^2 is added after the minimum)."""
+    ops = _ops()
     q = ops.parameter([-1, d], np.float32, name="queries")
     m = ops.parameter([-1, d], np.float32, name="memory")
     axis1 = ops.constant(np.array([1], np.int64))
     qn = ops.reduce_sum(ops.multiply(q, q), axis1, True)  # (n, 1)
     mn = ops.unsqueeze(ops.reduce_sum(ops.multiply(m, m), axis1, False), ops.constant(np.array([0], np.int64)))
-    cross = ops.matmul(q, m, False, True)  # (n, k)
-    out = ops.maximum(ops.add(ops.add(qn, mn), ops.multiply(cross, ops.constant(np.float32(-2.0)))),
-                      ops.constant(np.float32(0.0)))
-    return ov.Model([out], [q, m], f"sq_dists_d{d}")
+    partial = ops.add(mn, ops.multiply(ops.matmul(q, m, False, True), ops.constant(np.float32(-2.0))))  # (n, k)
+    zero = ops.constant(np.float32(0.0))
+    if not nearest:
+        return ov.Model([ops.maximum(ops.add(qn, partial), zero).output(0)], [q, m], f"sq_dists_d{d}")
+    top = ops.topk(ops.negative(partial), ops.constant(np.int64(1)), 1, "max", "none", "i64")  # (n, 1) each
+    dist = ops.maximum(ops.subtract(qn, top.output(0)), zero)
+    return ov.Model([dist.output(0), top.output(1)], [q, m], f"nearest_d{d}")
 
 
 class OpenVinoDistances:
@@ -61,30 +73,45 @@ class OpenVinoDistances:
     def __init__(self, threads: int | None = None) -> None:
         self._ov_mod = import_openvino()
         self.threads = threads
-        self._requests: dict[int, dict] = {}
+        self._requests: dict[tuple[int, bool], dict] = {}
         self._lock = threading.Lock()
         self.description = f"openvino {self._ov_mod.__version__.split('-')[0]} [CPU, f32, " \
                            f"{threads or 'default'} threads]"
 
-    def _request(self, d: int):
-        handles = self._requests.get(d)
+    def _request(self, d: int, nearest: bool):
+        handles = self._requests.get((d, nearest))
         if handles is None:
             config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = int(self.threads)
-            compiled = shared_core().compile_model(_graph(self._ov_mod, d), "CPU", config)
+            compiled = shared_core().compile_model(_graph(self._ov_mod, d, nearest), "CPU", config)
             handles = {"request": compiled.create_infer_request(), "compiled": compiled}
             weakref.finalize(self, _release, handles)
-            self._requests[d] = handles
+            self._requests[(d, nearest)] = handles
         return handles["request"]
 
-    def __call__(self, q: np.ndarray, m: np.ndarray, m_norms: np.ndarray | None = None) -> np.ndarray:
+    @staticmethod
+    def _inputs(q: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if q.ndim != 2 or m.ndim != 2 or q.shape[1] != m.shape[1]:
             raise ValueError(f"distances: queries {q.shape} and memory {m.shape} must be (n, D) and (k, D)")
+        return np.ascontiguousarray(q, np.float32), np.ascontiguousarray(m, np.float32)
+
+    def __call__(self, q: np.ndarray, m: np.ndarray, m_norms: np.ndarray | None = None) -> np.ndarray:
+        q, m = self._inputs(q, m)
         if q.shape[0] == 0 or m.shape[0] == 0:
             return np.zeros((q.shape[0], m.shape[0]), np.float32)
-        q = np.ascontiguousarray(q, np.float32)
-        m = np.ascontiguousarray(m, np.float32)
-        with self._lock:
-            out = self._request(q.shape[1]).infer({0: q, 1: m}, share_inputs=True)[0]
+        with self._lock:  # inputs shared, not copied: they outlive the synchronous infer
+            out = self._request(q.shape[1], False).infer({0: q, 1: m}, share_inputs=True)[0]
             return np.array(out, copy=True)  # the request overwrites its output on the next call
+
+    def nearest(self, q: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """q (n, D), m (k, D), k >= 1 -> squared distance to the nearest memory row (n,) float32 and
+        that row's index (n,) int64: ``knn.nearest_sq_dist``'s result without the (n, k) matrix."""
+        q, m = self._inputs(q, m)
+        if m.shape[0] == 0:
+            raise ValueError("nearest: the memory has no rows")
+        if q.shape[0] == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        with self._lock:
+            out = self._request(q.shape[1], True).infer({0: q, 1: m}, share_inputs=True)
+            return np.array(out[0], np.float32).reshape(-1), np.array(out[1], np.int64).reshape(-1)

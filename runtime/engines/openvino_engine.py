@@ -2,7 +2,8 @@
 
 OpenVINO is imported when an engine is opened, never at module import (the ``openvino`` extra is
 optional). Buffers: the infer request owns its output tensors and overwrites them on the next
-``run``; ``run`` copies them into arrays the caller owns.
+``run``; ``run`` copies them into arrays the caller owns, unless told ``copy=False`` (the
+Inspector's per-frame path, which is done with the features before the next frame).
 
 Precision: OpenVINO's CPU plugin runs the graph in the precision hint it is given. ``cpu_precision``
 picks bf16 where the CPU has native bf16 (AVX-512 BF16 or AMX: OpenVINO lists "BF16" in the CPU's
@@ -179,8 +180,10 @@ class OpenVinoEngine:
         self._ov.update(request=compiled.create_infer_request(), compiled=compiled, shapes=shapes)
         log.debug("engine %s: compiled for %s", self.path.name, shapes)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """feeds: input name -> array (cast to the graph's dtype) -> output name -> new array."""
+    def run(self, feeds: dict[str, np.ndarray], *, copy: bool = True) -> dict[str, np.ndarray]:
+        """feeds: input name -> array (cast to the graph's dtype) -> output name -> new array; with
+        ``copy=False`` the request's own output buffers, overwritten by the next ``run``. The inputs
+        are shared with OpenVINO, not copied (the call is synchronous)."""
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise BackboneError(f"{self.path.name}: missing input(s) {missing}; the inputs are "
@@ -191,5 +194,5 @@ class OpenVinoEngine:
         shapes = tuple(h.shape for h in host)
         if self._dynamic and shapes != self._ov.get("shapes"):
             self._compile_static(shapes)
-        result = self._ov["request"].infer(dict(enumerate(host)))
-        return {s.name: np.array(result[i], copy=True) for i, s in enumerate(self.outputs)}
+        result = self._ov["request"].infer(dict(enumerate(host)), share_inputs=True, share_outputs=not copy)
+        return {s.name: np.array(result[i], copy=True) if copy else result[i] for i, s in enumerate(self.outputs)}

@@ -129,8 +129,9 @@ class TrtEngine:
         if not self._context.execute_async_v3(int(self._stream)):
             raise GpuError(f"{self.path.name}: TensorRT enqueue failed (see the TensorRT log lines above)")
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """feeds: input name -> array (any layout; cast to the graph dtype) -> output name -> new array."""
+    def run(self, feeds: dict[str, np.ndarray], *, copy: bool = True) -> dict[str, np.ndarray]:
+        """feeds: input name -> array (any layout; cast to the graph dtype) -> output name -> new array
+        (copied from the device either way: ``copy`` changes nothing)."""
         missing = [s.name for s in self.inputs if s.name not in feeds]
         if missing:
             raise EdgeFoctError(f"{self.path.name}: missing input(s) {missing}; the inputs are "

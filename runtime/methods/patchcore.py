@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..coreset import support_coreset
-from ..knn import nearest_sq_dist, sq_dists
+from ..knn import nearest_sq_dist
 from .base import Method, PatchScores, SupportSet
 
 
@@ -25,7 +25,7 @@ class PatchCore(Method):
     def __init__(self, memory: np.ndarray, params: PatchCoreParams) -> None:
         self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (M, D)
         self.params = params
-        self._sq = sq_dists  # the distance GEMM: NumPy until use_backend
+        self._nearest = nearest_sq_dist  # the nearest-neighbour search: NumPy until use_backend
 
     @classmethod
     def fit(cls, support: SupportSet, params: PatchCoreParams) -> "PatchCore":
@@ -44,9 +44,9 @@ class PatchCore(Method):
         return 2.0 * m_memory * q * d + 2.0 * (m_memory + q) * d + 4.0 * m_memory * q
 
     def use_backend(self, backend) -> None:
-        """The distance GEMM runs on ``backend.sq_dists`` (runtime/compute_backend.py)."""
-        self._sq = backend.sq_dists
+        """The nearest-neighbour search runs on ``backend.nearest`` (runtime/compute_backend.py)."""
+        self._nearest = backend.nearest
 
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
-        dist, _ = nearest_sq_dist(features, self.memory, sq=self._sq)  # (Q,)
+        dist, _ = self._nearest(features, self.memory)  # (Q,)
         return PatchScores(dist, {"memory_size": int(self.memory.shape[0])})

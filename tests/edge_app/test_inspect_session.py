@@ -98,7 +98,7 @@ def engines(tmp_path, random_backbone, monkeypatch):
             self.description = "tensorrt 10.0.1 [stand-in]"
             self.path = Path(path)
 
-        def run(self, feeds):
+        def run(self, feeds, *, copy=True):
             return self._ort.run(feeds)
 
     monkeypatch.setattr(tensorrt_engine, "TrtEngine", OrtAsTensorRT)

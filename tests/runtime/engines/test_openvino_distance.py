@@ -12,7 +12,7 @@ import pytest
 
 from edge_foct.runtime.compute_backend import make_backend, with_engine_distances
 from edge_foct.runtime.engines import OrtEngine
-from edge_foct.runtime.knn import nearest_sq_dist, sq_dists
+from edge_foct.runtime.knn import nearest_sq_dist, sq_dists, sq_norms
 from edge_foct.runtime.methods import SupportSet, make_params, method_class
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
@@ -35,6 +35,21 @@ def test_equals_numpy_for_every_shape_and_dim(rng):
         assert np.abs(got - ref).max() <= 1e-5 * ref.max()
         np.testing.assert_array_equal(got.argmin(1), ref.argmin(1))
         assert (got >= 0).all()
+
+
+def test_nearest_equals_numpy(rng):
+    dist = OpenVinoDistances(threads=2)
+    for n, k, d in [(1024, 205, 152), (1024, 187, 1024), (5, 1, 16), (300, 400, 152)]:
+        q, m = _pair(rng, n, k, d)
+        ref_d, ref_i = nearest_sq_dist(q, m)
+        got_d, got_i = dist.nearest(q, m)
+        assert got_d.shape == got_i.shape == (n,) and got_d.dtype == np.float32 and got_i.dtype == np.int64
+        np.testing.assert_array_equal(got_i, ref_i)
+        assert np.abs(got_d - ref_d).max() <= 1e-5 * (sq_norms(q).max() + sq_norms(m).max())
+        assert (got_d >= 0).all()
+    assert dist.nearest(q[:0], m)[0].shape == (0,)
+    with pytest.raises(ValueError, match="no rows"):
+        dist.nearest(q, m[:0])
 
 
 def test_empty_sides_and_bad_shapes(rng):
@@ -62,6 +77,7 @@ def test_only_the_numpy_backend_beside_openvino_takes_it(random_backbone):
     ov_engine = OpenVinoEngine(random_backbone, precision="f32", threads=2)
     moved = with_engine_distances(numpy_backend, ov_engine)
     assert isinstance(moved.sq_dists, OpenVinoDistances) and moved.sq_dists.threads == 2
+    assert moved.nearest == moved.sq_dists.nearest
     assert "distances on openvino" in moved.description
     assert moved.soft_nn_scores is numpy_backend.soft_nn_scores  # only the GEMM moves
 
@@ -78,7 +94,8 @@ def test_methods_score_the_same_with_the_openvino_gemm(rng, random_backbone, nam
     params = make_params(method, None, preset=preset)
     ref, ov = cls.fit(support, params), cls.fit(support, params)
     ov.use_backend(with_engine_distances(make_backend("numpy", "test"), OpenVinoEngine(random_backbone, threads=2)))
-    assert isinstance(ov._sq, OpenVinoDistances)
+    moved = ov._nearest.__self__ if method == "patchcore" else ov._sq
+    assert isinstance(moved, OpenVinoDistances)
     for i in range(4):
         frame = (feats[i % 2] + 0.5 * rng.standard_normal((400, 24))).astype(np.float32)
         if i == 3:
@@ -87,19 +104,3 @@ def test_methods_score_the_same_with_the_openvino_gemm(rng, random_backbone, nam
         np.testing.assert_allclose(b.scores, a.scores, rtol=1e-4, atol=1e-5)
         assert a.diagnostics.get("memory_size") == b.diagnostics.get("memory_size")
         assert a.diagnostics.get("admitted") == b.diagnostics.get("admitted")
-
-
-def test_nearest_sq_dist_takes_the_function(rng):
-    q, m = _pair(rng, 100, 9, 12)
-    calls = []
-
-    def counting(a, b, norms=None):
-        calls.append(a.shape)
-        return sq_dists(a, b, norms)
-
-    d, i = nearest_sq_dist(q, m, block=40, sq=counting)
-    ref_d, ref_i = nearest_sq_dist(q, m)
-    np.testing.assert_array_equal(i, ref_i)
-    np.testing.assert_allclose(d, ref_d)
-    assert calls == [(40, 12), (40, 12), (20, 12)]
-

@@ -66,6 +66,39 @@ def test_outputs_are_owned_by_the_caller(random_backbone, x):
     assert np.array_equal(_features(engine, x[:1]), kept)
 
 
+def test_copy_false_hands_out_the_request_buffer_until_the_next_run(random_backbone, x):
+    engine = OpenVinoEngine(random_backbone, "f32")
+    owned = _features(engine, x[:1])
+    view = engine.run({names.BACKBONE_INPUT: x[:1]}, copy=False)[names.BACKBONE_OUTPUT]
+    np.testing.assert_array_equal(view, owned)  # the same numbers, without the copy
+    other = _features(engine, x[1:])  # the next run writes into the buffer the view shows
+    np.testing.assert_array_equal(view, other)
+    assert not np.array_equal(view, owned)
+
+
+def test_inspector_scores_equal_with_the_engine_buffer(random_backbone, demo_category):
+    """The per-frame path reads the engine's buffer (copy=False); scores and online memory equal those
+    of a copy-everything run frame after frame."""
+    from edge_foct.runtime.config import Config
+    from edge_foct.runtime.fit import fit_bank
+    from edge_foct.runtime.image_io import list_images, read_image
+    from edge_foct.runtime.pipeline import Inspector
+
+    bb = Backbone.from_engine(OpenVinoEngine(random_backbone, "f32"), random_backbone)
+    images = [read_image(p) for p in list_images([str(demo_category / "test" / "defect")])[:4]]
+    support = [read_image(p) for p in list_images([str(demo_category / "train" / "good")])[:2]]
+    bank = fit_bank(bb, support, Config().replace(method={"name": "foct", "preset": "edge"}))
+    pre = bb.preprocessor(*bank.input_size)
+    fast = Inspector(bb, pre, bank.make_method(), bank.threshold, online=True)
+    ref_method = bank.make_method()
+    for rgb in images:
+        got = fast.inspect(rgb)
+        feats = bb.features(pre(rgb))[0]  # an owned copy
+        want = ref_method.score(feats.reshape(-1, feats.shape[-1]), update=True)
+        np.testing.assert_allclose(got.patch_scores.ravel(), want.scores, rtol=1e-6)
+        assert got.diagnostics["memory_size"] == want.diagnostics["memory_size"]
+
+
 def test_f32_matches_onnxruntime(random_backbone, x):
     want = _features(OrtEngine(random_backbone), x)
     got = _features(OpenVinoEngine(random_backbone, "f32"), x)  # batch of 2, as fit does
