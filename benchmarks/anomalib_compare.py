@@ -205,7 +205,8 @@ def edge_worker(args) -> None:
     pre = row.backbone.preprocessor(args.size, args.size)
     fit_row(row, pre, support, load_foreground()[0])
     desc = {"system": "edge-foct", "engine": row.backbone.engine.description, "precision": row.choice.precision,
-            "threads": plan.short(), "distances": row.compute.description.rpartition("distances on ")[2] or "numpy BLAS",
+            "threads": plan.short(),
+            "distances": row.compute.description.rpartition("distances on ")[2] or "numpy BLAS",
             "feature_dim": int(row.backbone.info.feature_dim),
             "memory_rows": len(row.inspector.method.arrays()["memory"])}
 
