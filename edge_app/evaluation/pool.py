@@ -103,10 +103,15 @@ def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
                       r.threshold)
 
 
-def _one_blas_thread() -> None:
+def _worker_init() -> None:
+    """A forked worker: one BLAS thread, and the methods' maths on NumPy. The parent's OpenVINO
+    objects (the engine's distance GEMM, runtime/engines/openvino_distance.py) are not used after a
+    fork: OpenVINO's thread pool does not survive one. NumPy gives the same numbers (float rounding)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    if _CONTEXT is not None:
+        _CONTEXT.store.compute = None
 
 
 def run_tasks(ctx: Context, tasks: list[Task], jobs: int) -> Iterator[TaskResult]:
@@ -120,7 +125,7 @@ def run_tasks(ctx: Context, tasks: list[Task], jobs: int) -> Iterator[TaskResult
     _CONTEXT = ctx
     try:
         with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_one_blas_thread) as pool:
+                                 initializer=_worker_init) as pool:
             # the most expensive runs first (more shots, a larger memory), so the pool drains evenly
             order = sorted(tasks, key=lambda t: -t.shots)
             for fut in as_completed([pool.submit(run_task, t) for t in order]):

@@ -27,6 +27,7 @@ from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.augment import jitter_views
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.bank import Bank
+from edge_foct.runtime.compute_backend import Backend
 from edge_foct.runtime.config import Config
 from edge_foct.runtime.fit import ForegroundFn, fit_bank
 from edge_foct.runtime.foreground_judge import JudgeParams
@@ -39,8 +40,10 @@ class FeatureStore:
     """Patch features (Q, D) float32 per image path (and per jittered view), computed once."""
 
     def __init__(self, backbone: Backbone, pre: Preprocessor, batch: int = 8,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, compute: Backend | None = None) -> None:
         self.backbone, self.pre, self.batch = backbone, pre, batch
+        #: what the methods' maths runs on, as serve decides it beside this backbone's engine (None: NumPy)
+        self.compute = compute
         self._feats: dict[Any, np.ndarray] = {}
         self.progress = progress
 
@@ -164,6 +167,8 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     learnt = Threshold.from_json(bank.manifest["threshold"])
     thr = learnt.value
     method = bank.make_method()
+    if store.compute is not None:
+        method.use_backend(store.compute)
     method.set_gate(thr)
     # the verdicts `edge-foct serve` would give: the stream rule from the learnt threshold, fed the
     # stream's scores in order (the online methods' gate stays at the learnt threshold here)

@@ -33,6 +33,7 @@ from edge_foct.edge_app.inspect_session import load_backbone
 from edge_foct.edge_app.machine_info import kernel_path, machine_info
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
+from edge_foct.runtime.compute_backend import distance_runtime, make_backend, with_engine_distances
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.image_io import read_image
@@ -85,7 +86,9 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
                   bb: Backbone, pre: Preprocessor, views: int, pro_limit: float, out: Path,
                   foreground: Any, fg_note: str, batch: int, jobs: int = 1) -> list[dict[str, Any]]:
     with tqdm(total=len(cat.test), desc=f"{cat.name}: test features", unit="img", file=sys.stderr) as bar:
-        store = FeatureStore(bb, pre, batch, progress=bar.update)
+        # the methods' distance GEMM where serve runs it beside this engine (OpenVINO: on its threads)
+        compute = with_engine_distances(make_backend("numpy", "eval: the NumPy reference"), bb.engine)
+        store = FeatureStore(bb, pre, batch, progress=bar.update, compute=compute)
         store.ensure([t.path for t in cat.test])
     store.progress = None
     truth = pixel_truth(cat, pre)
@@ -160,7 +163,10 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
                   "aspect": "per category (keep-aspect)" if keep_aspect else 1.0},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
                      "engine_choice": choice.describe(), "precision": choice.precision,
-                     "kernels": kernel_path(resolved.path)},
+                     "kernels": kernel_path(resolved.path),
+                     # where the methods' distance GEMM ran (forked --jobs workers: always NumPy)
+                     "distances": distance_runtime("numpy", choice.backend) + (" (numpy in --jobs workers)"
+                                                                               if jobs > 1 else "")},
         "threads": plan.to_json() if plan else None,
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
     }

@@ -185,6 +185,21 @@ def test_worker_processes_give_the_results_of_one_process(demo_category, random_
                 np.testing.assert_allclose(a["metrics"][k]["per_split"], b["metrics"][k]["per_split"], rtol=1e-4)
 
 
+def test_openvino_distances_in_process_and_numpy_in_workers_agree(demo_category, random_backbone, tmp_path):
+    """--engine openvino: the methods' distance GEMM runs on OpenVINO in the eval process (as serve
+    runs it) and on NumPy in forked workers (OpenVINO's pool does not survive a fork); same numbers."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
+    args = ("--methods", "patchcore", "foct/edge", "--shots", "2", "--splits", "2", "--engine", "openvino:f32")
+    one, _ = _eval(demo_category, random_backbone, tmp_path / "one", *args, "--jobs", "1")
+    two, _ = _eval(demo_category, random_backbone, tmp_path / "two", *args, "--jobs", "2")
+    assert one["run"]["backbone"]["distances"] == "openvino"
+    assert two["run"]["backbone"]["distances"] == "openvino (numpy in --jobs workers)"
+    for a, b in zip(one["records"], two["records"]):
+        for k in ("image_auroc", "pixel_auroc", "threshold", "admitted_defective"):
+            if k in a["metrics"]:
+                np.testing.assert_allclose(a["metrics"][k]["per_split"], b["metrics"][k]["per_split"], rtol=1e-4)
+
+
 def test_split_supports_are_distinct_when_possible():
     """Five splits of 2 shots among 16 images are five different support sets (seed 0 once drew 3)."""
     from edge_foct.edge_app.datasets.mvtec import Category
