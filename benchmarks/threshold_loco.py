@@ -501,6 +501,9 @@ def explore(args) -> None:
             for n_cal in args.cal:
                 cands = [f for f in fams if family(f)[0] == (n_cal > 0) and defined(f, shots)]
                 rows = [(f, [f], False) for f in cands] + [("any of " + ", ".join(cands), cands, False)]
+                ship = [f for f in thresholds.FAMILIES["cal" if n_cal else "none"] if defined(f, shots)]
+                if len(ship) > 1:  # the family itself chosen on the other four, among the ones fit ships
+                    rows.append(("any of " + ", ".join(ship) + " (FAMILIES)", ship, False))
                 if args.per_method:
                     rows.append(("any, per method", cands, True))
                 for name, rules, pm in rows:
@@ -591,10 +594,10 @@ def verdict(args) -> None:
            f"float; the default of a fresh install); seed 0, {meta['splits']} splits, 1/2/4 shots. CPU "
            f"{mach.get('cpu', '?')} ({', '.join(meta.get('cpu_flags', []))}), ONNX Runtime float32. Shared "
            f"categories: every rule chosen on the other four (LOCO); ELPV: the rules chosen on all five. "
-           f"Cells: false alarms / misses (%) on the test set, mean over splits. PatchCore+ scores a seeded "
-           f"per-label subset of the test set (`collect --max-test`, counts in verdict.json); its rows at shots "
-           f"where the choice did not pool it are reported under the rules chosen without it (and left out of "
-           f"the 'all' means). Budget: "
+           f"Cells: false alarms / misses (%) on the test set, mean over splits. Test images scored: listed "
+           f"below and in verdict.json (a row on a subset says so); rows of runs the choice did not pool "
+           f"(`--extra`) are reported under the rules chosen without them (and left out of the 'all' means). "
+           f"Budget: "
            f"`--max-false-alarms {args.budget:.0%}`, its line shift chosen on the other four.", "",
            f"| category | shots | method | oracle | learnt (0 cal) | learnt (8 cal) | budget {args.budget:.0%} (0 cal) "
            f"| budget {args.budget:.0%} (8 cal) |", "|---|---|---|---|---|---|---|---|"]
@@ -626,11 +629,13 @@ def verdict(args) -> None:
                           f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
                           f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
     args.out.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    counts: dict[str, dict[tuple[str, str], list[int]]] = {}  # category -> (method, good + defective) -> shots
     for r in rows:
-        counts.setdefault(r["category"], {})[r["method"]] = "{} good + {} defective".format(*r["test_images"])
-    md += ["", "Test images scored per category (ELPV: a seeded subset of 100 good + 100 defective test cells per "
-           "cell type from `edge-foct eval --elpv`'s layout, 20 train cells; PatchCore+ a per-label subset of those):", ""]
+        n = "{} good + {} defective".format(*r["test_images"])
+        counts.setdefault(r["category"], {}).setdefault((r["method"], n), []).append(r["shots"])
+    counts = {c: {f"{m} ({'/'.join(map(str, k))}-shot)": n for (m, n), k in v.items()} for c, v in counts.items()}
+    md += ["", "Test images scored per category and method, per shot count (ELPV: `edge-foct eval --elpv "
+           "--max-test 200`'s seeded subset, 100 good + 100 defective cells per cell type, 20 train cells):", ""]
     md += [f"- {c}: " + "; ".join(f"{m} {n}" for m, n in v.items()) for c, v in counts.items()]
     meta = {**meta, "backbone": {k: v for k, v in meta["backbone"].items() if k != "path"}}  # no machine paths
     (args.out / "verdict.json").write_text(json.dumps({"meta": meta, "budget": args.budget, "rows": rows}, indent=1,
