@@ -501,7 +501,8 @@ def explore(args) -> None:
             for n_cal in args.cal:
                 cands = [f for f in fams if family(f)[0] == (n_cal > 0) and defined(f, shots)]
                 rows = [(f, [f], False) for f in cands] + [("any of " + ", ".join(cands), cands, False)]
-                ship = [f for f in thresholds.FAMILIES["cal" if n_cal else "none"] if defined(f, shots)]
+                ship = [f for f in dict.fromkeys(b["cal" if n_cal else "none"] for b in thresholds.FAMILIES.values())
+                        if defined(f, shots)]
                 if len(ship) > 1:  # the family itself chosen on the other four, among the ones fit ships
                     rows.append(("any of " + ", ".join(ship) + " (FAMILIES)", ship, False))
                 if args.per_method:

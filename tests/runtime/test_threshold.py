@@ -251,13 +251,14 @@ def test_shipped_rules_per_support_size_and_calibration():
     assert RULES["loo-max-cal"].min_support == 2 and RULES["blend-loo"].min_support == 1
     # what fit ships: candidate families with the constants of SHIPPED_RULES, each defined at its support size
     for k, bucket in SHIPPED_RULES.items():
-        assert bucket["none"][0] in FAMILIES["none"] and bucket["cal"][0] in FAMILIES["cal"]
-        assert all(k >= RULES[r].min_support for r, _ in bucket.values())
+        assert bucket["none"][0] == FAMILIES[k]["none"] and bucket["cal"][0] == FAMILIES[k]["cal"]
+        assert all(k >= RULES[r].min_support for r, _ in bucket.values())  # defined at that support size
     assert SHIPPED_RULES[2]["cal"] == ("loo-max-cal", (-0.05, 0.5)) and SHIPPED_RULES[1]["cal"][0] == "blend-loo"
-    # one family per support size: the first of FAMILIES defined there (no leave-one-out with one image)
-    assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo"] + ["loo-max-cal"] * 4
+    # one family per support size and calibration (none for K = 1 reads a leave-one-out)
+    assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "loo-max-cal", "loo-max-cal", "blend-loo",
+                                                            "blend-loo"]
     assert all(family_for(k, 0) == "loo-max" for k in (1, 2, 4))
-    assert all(SHIPPED_RULES[k][c][0] == family_for(k, n) for k in SHIPPED_RULES for c, n in (("none", 0), ("cal", 8)))
+    assert all(shipped_rule(k, n)[0] == family_for(k, n) for k in (1, 2, 3, 4, 9) for n in (0, 8))
     rule, const = SHIPPED_RULES[2]["none"]
     assert finalise(base, 2).value == pytest.approx(apply_rule(rule, const, base))
     t = finalise(base, 2, cal)
