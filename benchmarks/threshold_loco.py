@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_foct.edge_app.datasets.mvtec import find_categories
-from edge_foct.edge_app.evaluation.protocol import FeatureStore, draw_split
+from edge_foct.edge_app.evaluation.protocol import FeatureStore, draw_split, limit_test_set
 from edge_foct.edge_app.machine_info import machine_info
 from edge_foct.edge_app.evaluation.metrics import oracle_threshold
 from edge_foct.runtime import threshold as thresholds
@@ -106,19 +106,11 @@ class _RecordedMethod:
 
 
 def test_subset(cat, max_test: int | None, seed: int = 0) -> list[int]:
-    """Indices of the test images scored: all, or at most ``max_test`` drawn per label in proportion
-    (seeded, the same for every method and run of a category)."""
-    n = len(cat.test)
-    if not max_test or max_test >= n:
-        return list(range(n))
-    y = np.array([t.defective for t in cat.test])
-    rng = np.random.default_rng([seed, n, 7])
-    keep = []
-    for lab in (False, True):
-        idx = np.flatnonzero(y == lab)
-        take = max(1, round(max_test * len(idx) / n))
-        keep += rng.permutation(idx)[:take].tolist()
-    return sorted(keep)
+    """Indices of the test images scored: all, or the images `edge-foct eval --max-test N --seed 0`
+    scores (``protocol.limit_test_set``: a seeded subset, N/2 good + N/2 defective). Caches collected
+    before 2026-12-02 17:30 UTC drew ``--max-test`` per label in proportion instead."""
+    kept = set(limit_test_set(cat, max_test, seed).test)
+    return [i for i, t in enumerate(cat.test) if t in kept]
 
 
 def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8,
@@ -171,9 +163,14 @@ def collect(args) -> None:
     except OSError:
         pass
     meta = {"backbone": bb.info.to_json(), "size": args.size, "machine": machine_info(), "shots": args.shots,
+            "max_test": args.max_test, "elpv": args.elpv,
             "splits": args.splits, "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni",
                                                                 "amx_int8", "amx_bf16"})}
     (args.cache / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    if args.elpv:  # the layout `edge-foct eval --elpv` reads
+        from edge_foct.edge_app.datasets.elpv import elpv_root
+
+        args.data = elpv_root()
     for cat in find_categories(args.data, args.categories or None):
         store = FeatureStore(bb, pre, 8)
         t0 = time.time()
@@ -267,6 +264,47 @@ EXTRA_RULES = {
 }
 
 
+def _top2(c: np.ndarray) -> float:
+    return float(np.sort(c)[-2:].mean())
+
+
+def _second(c: np.ndarray) -> float:
+    return float(np.sort(c)[-2]) if c.size >= 2 else float(c.max())
+
+
+def _log_sigma(c: np.ndarray) -> float:
+    lc = np.log(c)
+    return 1.4826 * float(np.median(np.abs(lc - np.median(lc))))
+
+
+_S = tuple(round(0.1 * i, 1) for i in range(-5, 6))  # -0.5 .. 0.5
+
+# tried in the third pass (2026-12-02, s14; benchmarks/threshold_rules.md "Rules tried"), not shipped
+EXTRA_RULES.update({
+    "blend-loo-top2": (True, thresholds._grid(_A, _W), lambda a, b, t, c: (1 + a) * _loo(t).max() ** (1 - b)
+                       * _top2(c) ** b),
+    "blend-loo-2nd": (True, thresholds._grid(_A, _W), lambda a, b, t, c: (1 + a) * _loo(t).max() ** (1 - b)
+                      * _second(c) ** b),
+    "max-loo-cal": (True, thresholds._grid(_A, _S), lambda a, b, t, c: (1 + a) * np.maximum(_loo(t).max(),
+                                                                                             c.max() * (1 + b))),
+    "cal-med-loo-spread": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(c)) * (1 + a)
+                           * (_loo(t).max() / np.median(_loo(t))) ** b),
+    "cal-lognormal": (True, thresholds._grid(_A, _B), lambda a, b, t, c: (1 + a) * np.exp(
+        np.median(np.log(c)) + b * np.hypot(_log_sigma(c), np.log(_loo(t).max() / np.median(_loo(t)))))),
+    "loo-shrink": (False, thresholds._grid(_A, _W), lambda a, b, t, c: (1 + a) * _loo(t).max() ** (1 - b)
+                   * (np.median(_loo(t)) * thresholds.shift_ratio(t)) ** b),
+    "loo-max-floor": (False, thresholds._grid(_A, _B), lambda a, b, t, c: (1 + a) * np.maximum(
+        _loo(t).max(), np.median(_loo(t)) * thresholds.shift_ratio(t) ** b)),
+    "loo-q75": (False, thresholds._grid(_A, _B), lambda a, b, t, c: (1 + a) * np.quantile(_loo(t), 0.75)
+                * (_loo(t).max() / np.median(_loo(t))) ** b),
+})
+
+
+def defined(rule: str, shots: int) -> bool:
+    """Whether ``rule`` is defined at this support size (runtime.threshold.RuleSpec.min_support)."""
+    return rule not in thresholds.RULES or shots >= thresholds.RULES[rule].min_support
+
+
 def family(rule: str) -> tuple[bool, tuple, object]:
     """-> (needs calibration, constant grid, thresholds(a, b, Threshold, cal))."""
     if rule in thresholds.RULES:
@@ -310,12 +348,17 @@ FA_CAP = 0.25  # the issue's bound: no category above 25 % false alarms
 
 
 def choose(runs: list[dict], n_cal: int, rules=None) -> tuple[str, tuple[float, float]]:
-    """The rule (of ``rules``, default the shipped families runtime.threshold.FAMILIES) and constants minimising mean
-    (false alarms + misses) over the runs' categories, plus 2x any category's false alarms above FA_CAP."""
+    """The rule (of ``rules``, default the family `fit` ships at this support size and calibration,
+    runtime.threshold.family_for; a family is skipped at shot counts it is not defined for) and
+    constants minimising mean (false alarms + misses) over the runs' categories, plus 2x any
+    category's false alarms above FA_CAP."""
     best = None
-    for rule in (rules or thresholds.FAMILIES.values()):
+    k = min(r["shots"] for r in runs)
+    for rule in (rules or [thresholds.family_for(k, n_cal)]):
         needs, grid, _ = family(rule)
         if needs != (n_cal > 0):  # calibration images given: a rule that reads them
+            continue
+        if not defined(rule, k):  # e.g. no leave-one-out at 1 shot
             continue
         _, fa, miss = evaluate_grid(runs, rule, n_cal)
         obj = (fa + miss).mean(axis=0) + 2.0 * np.maximum(fa - FA_CAP, 0.0).sum(axis=0)  # (G,)
@@ -456,8 +499,12 @@ def explore(args) -> None:
         runs = with_stat(base, stat)
         for shots in args.report_shots:
             for n_cal in args.cal:
-                cands = [f for f in fams if family(f)[0] == (n_cal > 0)]
+                cands = [f for f in fams if family(f)[0] == (n_cal > 0) and defined(f, shots)]
                 rows = [(f, [f], False) for f in cands] + [("any of " + ", ".join(cands), cands, False)]
+                ship = [f for f in dict.fromkeys(b["cal" if n_cal else "none"] for b in thresholds.FAMILIES.values())
+                        if defined(f, shots)]
+                if len(ship) > 1:  # the family itself chosen on the other four, among the ones fit ships
+                    rows.append(("any of " + ", ".join(ship) + " (FAMILIES)", ship, False))
                 if args.per_method:
                     rows.append(("any, per method", cands, True))
                 for name, rules, pm in rows:
@@ -548,10 +595,10 @@ def verdict(args) -> None:
            f"float; the default of a fresh install); seed 0, {meta['splits']} splits, 1/2/4 shots. CPU "
            f"{mach.get('cpu', '?')} ({', '.join(meta.get('cpu_flags', []))}), ONNX Runtime float32. Shared "
            f"categories: every rule chosen on the other four (LOCO); ELPV: the rules chosen on all five. "
-           f"Cells: false alarms / misses (%) on the test set, mean over splits. PatchCore+ scores a seeded "
-           f"per-label subset of the test set (`collect --max-test`, counts in verdict.json); its rows at shots "
-           f"where the choice did not pool it are reported under the rules chosen without it (and left out of "
-           f"the 'all' means). Budget: "
+           f"Cells: false alarms / misses (%) on the test set, mean over splits. Test images scored: listed "
+           f"below and in verdict.json (a row on a subset says so); rows of runs the choice did not pool "
+           f"(`--extra`) are reported under the rules chosen without them (and left out of the 'all' means). "
+           f"Budget: "
            f"`--max-false-alarms {args.budget:.0%}`, its line shift chosen on the other four.", "",
            f"| category | shots | method | oracle | learnt (0 cal) | learnt (8 cal) | budget {args.budget:.0%} (0 cal) "
            f"| budget {args.budget:.0%} (8 cal) |", "|---|---|---|---|---|---|---|---|"]
@@ -583,11 +630,13 @@ def verdict(args) -> None:
                           f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
                           f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
     args.out.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    counts: dict[str, dict[tuple[str, str], list[int]]] = {}  # category -> (method, good + defective) -> shots
     for r in rows:
-        counts.setdefault(r["category"], {})[r["method"]] = "{} good + {} defective".format(*r["test_images"])
-    md += ["", "Test images scored per category (ELPV: a seeded subset of 100 good + 100 defective test cells per "
-           "cell type from `edge-foct eval --elpv`'s layout, 20 train cells; PatchCore+ a per-label subset of those):", ""]
+        n = "{} good + {} defective".format(*r["test_images"])
+        counts.setdefault(r["category"], {}).setdefault((r["method"], n), []).append(r["shots"])
+    counts = {c: {f"{m} ({'/'.join(map(str, k))}-shot)": n for (m, n), k in v.items()} for c, v in counts.items()}
+    md += ["", "Test images scored per category and method, per shot count (ELPV: `edge-foct eval --elpv "
+           "--max-test 200`'s seeded subset, 100 good + 100 defective cells per cell type, 20 train cells):", ""]
     md += [f"- {c}: " + "; ".join(f"{m} {n}" for m, n in v.items()) for c, v in counts.items()]
     meta = {**meta, "backbone": {k: v for k, v in meta["backbone"].items() if k != "path"}}  # no machine paths
     (args.out / "verdict.json").write_text(json.dumps({"meta": meta, "budget": args.budget, "rows": rows}, indent=1,
@@ -608,7 +657,9 @@ def main() -> None:
     c.add_argument("--splits", type=int, default=5)
     c.add_argument("--size", type=int, default=256)
     c.add_argument("--max-test", type=int, default=None,
-                   help="score at most this many test images per category (drawn per label in proportion)")
+                   help="score at most this many test images per category: the subset of `edge-foct eval "
+                        "--max-test N` (seed 0; N/2 good + N/2 defective)")
+    c.add_argument("--elpv", action="store_true", help="the ELPV layout of `edge-foct eval --elpv` instead of --data")
     c.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     r = sub.add_parser("report")
     r.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))

@@ -29,6 +29,10 @@ from edge_foct.runtime.errors import EdgeFoctError
 @click.option("--size", type=int, default=None, help="Crop size (network input) [default: the graph's fixed "
               "size (CLIP: 240), else 256].")
 @click.option("--resize", type=int, default=None, help="Resize before the centre crop (default: --size).")
+@click.option("--max-test", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Score at most N test images per category: a seeded subset (--seed), N/2 good and N/2 "
+                   "defective (a label with fewer: all of it, the other fills up), the same for every method, "
+                   "shots and split; recorded in results.json and the table header [default: all].")
 @click.option("--views", type=int, default=8, show_default=True, help="Jittered views per support image (threshold).")
 @click.option("--augment", multiple=True, default=("none",), show_default=True, metavar="SPEC",
               help="Support augmentation(s) to compare (as `fit --augment`): none, rot90, rot180, flip or a + "
@@ -43,8 +47,8 @@ from edge_foct.runtime.errors import EdgeFoctError
               help=ENGINE_HELP + " eval defaults to cpu (ONNX Runtime, float32): accuracy must not depend on the "
                                  "machine, and OpenVINO's auto precision is bf16 where the CPU has it.")
 @threads_option
-def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, views, augment, jobs,
-            keep_aspect, out, engine, threads) -> None:
+def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, max_test, views, augment,
+            jobs, keep_aspect, out, engine, threads) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 0 for k in shots):
         raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
@@ -53,4 +57,4 @@ def command(data, elpv, categories, methods, shots, splits, seed, backbone, size
     plan = start_threads(threads)
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
              backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect,
-             engine=engine, plan=plan, augment=tuple(dict.fromkeys(augment)))
+             engine=engine, plan=plan, augment=tuple(dict.fromkeys(augment)), max_test=max_test)

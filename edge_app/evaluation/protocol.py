@@ -12,6 +12,7 @@ methods differ only in what they do with the same patch features.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.bank import Bank
 from edge_foct.runtime.compute_backend import Backend
 from edge_foct.runtime.config import Config
+from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import ForegroundFn, fit_bank
 from edge_foct.runtime.foreground_judge import JudgeParams
 from edge_foct.runtime.image_io import read_image, read_mask
@@ -144,6 +146,34 @@ def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[l
         seen.add(idx)
     support = [category.train[i] for i in idx]
     return support, rng.permutation(len(category.test))
+
+
+def limit_test_set(category: Category, max_test: int | None, seed: int) -> Category:
+    """The category with at most ``max_test`` of its test images (`edge-foct eval --max-test N`):
+    a seeded subset balanced per label, ``N // 2`` good and ``N - N // 2`` defective images, each
+    label drawn by its own seeded permutation (``seed`` = eval's --seed); when a label has fewer
+    images than its share, all of them are kept and the other label fills up to N. The kept images
+    stay in the test set's order, and every method, shots and split of the run scores the same ones.
+    Unchanged when ``max_test`` is None or not below the test set's size."""
+    n = len(category.test)
+    if max_test is None or max_test >= n:
+        return category
+    if max_test < 2:
+        raise EdgeFoctError(f"--max-test {max_test}: give at least 2 (one good and one defective image)")
+    idx = {lab: np.flatnonzero([t.defective == lab for t in category.test]) for lab in (False, True)}
+    good = min(len(idx[False]), max(max_test // 2, max_test - len(idx[True])))  # fills in for few defects
+    take = {False: good, True: min(len(idx[True]), max_test - good)}
+    keep = []
+    for lab in (False, True):
+        rng = np.random.default_rng([seed, n, int(lab), 7])
+        keep += rng.permutation(idx[lab])[:take[lab]].tolist()
+    return dataclasses.replace(category, test=tuple(category.test[i] for i in sorted(keep)))
+
+
+def test_set_counts(category: Category) -> tuple[int, int]:
+    """(good, defective) test images of a category."""
+    bad = sum(t.defective for t in category.test)
+    return len(category.test) - bad, bad
 
 
 def fit_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: int, split: int, seed: int,

@@ -80,6 +80,17 @@ def _pct(metric: dict[str, Any] | None) -> str:
     return "–" if not metric or metric.get("mean") is None else f"{metric['mean'] * 100:.0f}%"
 
 
+def subset_line(run: dict[str, Any]) -> str:
+    """The table's header line when `eval --max-test N` scored a subset of the test sets ("" otherwise):
+    N, the seed and, per category, the good + defective images scored of the full test set's."""
+    if not run.get("max_test"):
+        return ""
+    cats = "; ".join(f"{c} {v['scored'][0]} + {v['scored'][1]} of {v['of'][0]} + {v['of'][1]}"
+                     for c, v in run["test_images"].items())
+    return (f"Test sets: a seeded per-label subset (--max-test {run['max_test']}, seed {run['seed']}; "
+            f"good + defective scored of all): {cats}.\n\n")
+
+
 def accuracy_table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per category/shots/method, then the mean over categories per shots/method."""
     head = (["category", "shots", "method"] + [c[1] for c in ACCURACY_COLUMNS]

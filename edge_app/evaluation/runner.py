@@ -27,8 +27,9 @@ from tqdm import tqdm
 from edge_foct.edge_app.backbones import UNTRAINED_WARNING, resolve_backbone
 from edge_foct.edge_app.datasets.mvtec import Category, find_categories
 from edge_foct.edge_app.evaluation.pool import Context, Task, TaskResult, run_tasks
-from edge_foct.edge_app.evaluation.protocol import FeatureStore, MethodSpec, draw_split, pixel_truth
-from edge_foct.edge_app.evaluation.report import accuracy_table, plot_scores, summarise, write_results
+from edge_foct.edge_app.evaluation.protocol import (FeatureStore, MethodSpec, draw_split, limit_test_set, pixel_truth,
+                                                    test_set_counts)
+from edge_foct.edge_app.evaluation.report import accuracy_table, plot_scores, subset_line, summarise, write_results
 from edge_foct.edge_app.inspect_session import load_backbone
 from edge_foct.edge_app.machine_info import kernel_path, machine_info
 from edge_foct.runtime import atomic
@@ -129,7 +130,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
              splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
              keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None,
-             augment: tuple[str, ...] = ("none",)) -> list[dict[str, Any]]:
+             augment: tuple[str, ...] = ("none",), max_test: int | None = None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
@@ -140,6 +141,9 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
 
         data = elpv_root()
     cats = find_categories(data, categories or None)
+    subset = {c.name: [*test_set_counts(c)] for c in cats}  # full test sets: (good, defective)
+    cats = [limit_test_set(c, max_test, seed) for c in cats]
+    subset = {c.name: {"scored": [*test_set_counts(c)], "of": subset[c.name]} for c in cats}
     zero = [s.label for s in specs if not method_class(s.name).zero_shot]
     if 0 in shots and zero:
         raise EdgeFoctError(f"--shots 0 (text prompts only) needs zero-shot methods; {zero} need support images")
@@ -158,7 +162,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": str(data), "categories": [c.name for c in cats], "methods": [s.label for s in specs],
-        "shots": shots, "splits": splits, "seed": seed, "views": views, "augment": augments, "aupro_limit": pro_limit, "jobs": jobs,
+        "shots": shots, "splits": splits, "seed": seed, "max_test": max_test, "test_images": subset, "views": views, "augment": augments, "aupro_limit": pro_limit, "jobs": jobs,
         "input": {"resize": pre.resize, "crop": pre.crop, "grid": list(pre.grid),
                   "aspect": "per category (keep-aspect)" if keep_aspect else 1.0},
         "backbone": {**bb.info.to_json(), "source": resolved.source, "engine": bb.engine.description,
@@ -182,8 +186,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         run["cpu_seconds"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)  # this process + its workers
         run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         write_results(out / "results.json", run, records)
-        atomic.write_bytes(out / "results.md", accuracy_table(records).encode())
-    click.echo(accuracy_table(records))
+        atomic.write_bytes(out / "results.md", (subset_line(run) + accuracy_table(records)).encode())
+    click.echo(subset_line(run) + accuracy_table(records))
     click.echo(f"{len(records)} records in {out / 'results.json'}, table {out / 'results.md'}, plots "
                f"{out / 'plots'}; {run['wall_seconds']:.0f} s wall, {run['cpu_seconds']:.0f} s CPU")
     if not bb.info.pretrained:

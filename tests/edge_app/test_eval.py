@@ -250,3 +250,45 @@ def test_patchcore_plus_online_preset_is_gated_at_the_learnt_threshold(demo_cate
     passed_good = round((1 - m["false_alarm_rate"]["mean"]) * (rec["n_test"] - rec["n_defective"]))
     passed_def = round(m["miss_rate"]["mean"] * rec["n_defective"])
     assert m["admitted_good"]["mean"] <= passed_good and m["admitted_defective"]["mean"] <= passed_def
+
+
+def test_max_test_subset_is_seeded_balanced_per_label_and_recorded(demo_category, random_backbone, tmp_path):
+    """`eval --max-test N`: N/2 good + N/2 defective test images (a short label: all of it, the other
+    fills up), the same images for a seed, others for another seed, in results.json and the table header."""
+    from edge_foct.edge_app.datasets.categories import Category, TestImage
+    from edge_foct.edge_app.evaluation.protocol import limit_test_set
+
+    def cat(good: int, bad: int) -> Category:
+        test = [TestImage(Path(f"g{i}.png"), False, "good", None) for i in range(good)]
+        test += [TestImage(Path(f"d{i}.png"), True, "crack", None) for i in range(bad)]
+        order = np.random.default_rng(5).permutation(len(test))
+        return Category("c", Path("/nonexistent"), (), tuple(test[i] for i in order))
+
+    big = cat(568, 369)
+    a = limit_test_set(big, 200, 0)
+    assert sum(not t.defective for t in a.test) == 100 and sum(t.defective for t in a.test) == 100
+    assert a.test == limit_test_set(big, 200, 0).test  # deterministic for a seed
+    assert a.test != limit_test_set(big, 200, 1).test  # another seed, another subset
+    assert [t for t in big.test if t in set(a.test)] == list(a.test)  # kept in the test set's order
+    assert len(set(a.test)) == 200
+    assert len(limit_test_set(big, 201, 0).test) == 201
+    few = cat(3, 40)  # 3 good: all kept, defects fill up to N
+    b = limit_test_set(few, 10, 0)
+    assert sum(not t.defective for t in b.test) == 3 and sum(t.defective for t in b.test) == 7
+    assert limit_test_set(few, 100, 0) is few  # N not below the test set: unchanged
+    with pytest.raises(EdgeFoctError, match="at least 2"):
+        limit_test_set(few, 1, 0)
+
+    got, output = _eval(demo_category, random_backbone, tmp_path / "a", "--shots", "1", "--splits", "1",
+                        "--max-test", "4", "--seed", "2")
+    run, rec = got["run"], got["records"][0]
+    assert run["max_test"] == 4 and run["test_images"] == {"demo_part": {"scored": [2, 2], "of": [4, 4]}}
+    assert rec["n_test"] == 4 and rec["n_defective"] == 2
+    table = (tmp_path / "a" / "results.md").read_text()
+    assert table.startswith("Test sets: a seeded per-label subset (--max-test 4, seed 2; good + defective scored "
+                            "of all): demo_part 2 + 2 of 4 + 4.") and table in output
+    full, _ = _eval(demo_category, random_backbone, tmp_path / "b", "--shots", "1", "--splits", "1")
+    assert full["run"]["max_test"] is None and (tmp_path / "b" / "results.md").read_text().startswith("| category")
+    res = CliRunner().invoke(cli, ["eval", "--data", str(demo_category), "--backbone", str(random_backbone),
+                                   "--max-test", "1", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "Invalid value for '--max-test'" in res.output

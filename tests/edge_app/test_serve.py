@@ -440,9 +440,9 @@ def test_demo_runs_in_one_command(random_backbone, tmp_path):
                   "--no-dashboard", "--max-frames", "4", "--fps", "100")
     assert r.returncode == 0, r.stderr
     assert "4 frames (max frames)" in r.stdout and "demo stream" in r.stderr
-    from edge_foct.runtime.threshold import FAMILIES
+    from edge_foct.runtime.threshold import family_for
 
-    assert "threshold" in r.stderr and FAMILIES["none"] in r.stderr and "calibrating from the first 50 frames" in r.stderr
+    assert "threshold" in r.stderr and family_for(2, 0) in r.stderr and "calibrating from the first 50 frames" in r.stderr
     assert len(read_events(out / "events.jsonl")) == 4
 
 

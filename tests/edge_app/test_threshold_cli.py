@@ -48,10 +48,11 @@ def test_calibrate_folder_sets_the_rule_and_is_recorded(tmp_path, demo_category,
     from edge_foct.runtime.threshold import shipped_rule
 
     rule, (a, w) = shipped_rule(2, 8)
-    top = max(t["calibration"])
-    assert t["rule"] == rule == "blend-loo" and tuple(t["constants"]) == (a, w)
-    # the support images' highest score against a memory of the others and the calibration maximum, weighed by w
-    assert t["value"] == pytest.approx((1 + a) * max(t["samples"]) ** (1 - w) * top ** w, rel=1e-5)
+    assert t["rule"] == rule == "loo-max-cal" and tuple(t["constants"]) == (a, w)
+    # the support images' highest score against a memory of the others, moved to the calibration images'
+    # level (their median over the median leave-one-out score) to the power w
+    level = np.median(t["calibration"]) / np.median(t["samples"])
+    assert t["value"] == pytest.approx((1 + a) * max(t["samples"]) * level ** w, rel=1e-5)
 
 
 def test_max_false_alarms_budget(tmp_path, demo_category, random_backbone):

@@ -224,7 +224,8 @@ def test_fit_defaults_are_bounded():
 def test_shipped_rules_per_support_size_and_calibration():
     from dataclasses import replace
 
-    from edge_foct.runtime.threshold import FAMILIES, RULES, SHIPPED_RULES, apply_rule, finalise, shipped_rule
+    from edge_foct.runtime.threshold import (FAMILIES, RULES, SHIPPED_RULES, apply_rule, family_for, finalise,
+                                             shipped_rule)
 
     for k, bucket in SHIPPED_RULES.items():
         assert not RULES[bucket["none"][0]].needs_calibration and RULES[bucket["cal"][0]].needs_calibration
@@ -241,12 +242,29 @@ def test_shipped_rules_per_support_size_and_calibration():
     assert apply_rule("blend", (0.1, 0.3), base, cal) == pytest.approx(1.1 * (1.0 * shift) ** 0.7 * 2.0 ** 0.3)
     assert apply_rule("blend-loo", (0.1, 0.3), base, cal) == pytest.approx(1.1 * 2.5 ** 0.7 * 2.0 ** 0.3)
     assert apply_rule("blend", (0.1, 0.3), base, []) == apply_rule("support-shift", (0.1, 0.3), base)
-    # what fit ships: the shipped families with the constants of SHIPPED_RULES
+    # loo-max moved to the calibration images' level: median calibration / median leave-one-out score
+    assert apply_rule("loo-max-cal", (0.1, 0.5), base, cal) == pytest.approx(1.1 * 2.5 * (med / 2.25) ** 0.5)
+    assert apply_rule("loo-max-cal", (0.1, 0.0), base, cal) == pytest.approx(apply_rule("loo-max", (0.1, 0.0), base))
+    a, w = np.array([0.0, 0.1]), np.array([0.5, 1.0])  # a grid of constants at once, as threshold_loco searches it
+    assert np.allclose(apply_rule("loo-max-cal", (a, w), base, cal), [2.5 * (med / 2.25) ** 0.5, 1.1 * 2.5 * med / 2.25])
+    assert apply_rule("loo-max-cal", (0.1, 0.5), base, []) == apply_rule("support-shift", (0.1, 0.5), base)
+    assert RULES["loo-max-cal"].min_support == 2 and RULES["blend-loo"].min_support == 1
+    # what fit ships: candidate families with the constants of SHIPPED_RULES, each defined at its support size
+    for k, bucket in SHIPPED_RULES.items():
+        assert bucket["none"][0] == FAMILIES[k]["none"] and bucket["cal"][0] == FAMILIES[k]["cal"]
+        assert all(k >= RULES[r].min_support for r, _ in bucket.values())  # defined at that support size
+    assert SHIPPED_RULES[2]["cal"] == ("loo-max-cal", (-0.05, 0.5)) and SHIPPED_RULES[1]["cal"][0] == "blend-loo"
+    # one family per support size and calibration (none for K = 1 reads a leave-one-out)
+    assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "loo-max-cal", "loo-max-cal", "blend-loo",
+                                                            "blend-loo"]
+    assert all(family_for(k, 0) == "loo-max" for k in (1, 2, 4))
+    assert all(shipped_rule(k, n)[0] == family_for(k, n) for k in (1, 2, 3, 4, 9) for n in (0, 8))
     rule, const = SHIPPED_RULES[2]["none"]
-    assert rule == FAMILIES["none"] and finalise(base, 2).value == pytest.approx(apply_rule(rule, const, base))
+    assert finalise(base, 2).value == pytest.approx(apply_rule(rule, const, base))
     t = finalise(base, 2, cal)
     rule, const = SHIPPED_RULES[2]["cal"]
-    assert rule == FAMILIES["cal"] and t.rule == rule and t.value == pytest.approx(apply_rule(rule, const, base, cal))
+    assert t.rule == rule and t.value == pytest.approx(apply_rule(rule, const, base, cal))
+    assert t.value == pytest.approx(0.95 * 2.5 * (med / 2.25) ** 0.5)
     assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.constants == const
     # 8 calibration images, at most 2 above the threshold: reliable; without them the disagreeing supports are said
     assert finalise(base, 2, cal).warning is None
