@@ -92,7 +92,7 @@ def render(info: dict) -> str:
         lines.append("  (no --bank: not checked that the folder holds an engine built from the bank's backbone)")
     lines.append(f"  compute: {s['compute_reason']}")
     if s.get("distances") == "openvino":
-        lines.append("  distances: the methods' GEMM on OpenVINO (f32, the engine's threads; NumPy's BLAS stays at "
-                     "the plan's count)")
+        lines.append("  distances: the methods' GEMM on OpenVINO's threads (PatchCore's nearest search in the "
+                     "engine's precision, the transport cost in f32; NumPy's BLAS stays at the plan's count)")
     lines.append(f"  {info['threads']['describe']}")
     return "\n".join(lines)

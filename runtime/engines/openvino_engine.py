@@ -76,15 +76,15 @@ def _why_not(e: Exception) -> str:
     return (summary or lines or [type(e).__name__])[0][:200]
 
 
-def read_blocker(path: str | os.PathLike, core=None) -> str | None:
-    """Why OpenVINO's ONNX reader cannot convert the graph at ``path`` (e.g. operator-oriented int8:
-    QLinearConv), or None when it can. Reads the graph once (start-up only)."""
+def read_blocker(path: str | os.PathLike, core=None) -> tuple[str | None, dict[str, str]]:
+    """(why OpenVINO's ONNX reader cannot convert the graph at ``path`` (e.g. operator-oriented int8:
+    QLinearConv) or None when it can, the graph's metadata_props). Reads the graph once (start-up only)."""
     core = core or shared_core()
     try:
-        core.read_model(str(path))
+        model = core.read_model(str(path))
     except Exception as e:  # OpenVINO raises its own exception types
-        return f"OpenVINO cannot read {Path(path).name}: {_why_not(e)}"
-    return None
+        return f"OpenVINO cannot read {Path(path).name}: {_why_not(e)}", {}
+    return None, _metadata(model)
 
 
 def _release(handles: dict) -> None:

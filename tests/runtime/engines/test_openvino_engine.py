@@ -151,6 +151,28 @@ def test_one_core_per_process(random_backbone, x, monkeypatch):
     second.close()
 
 
+@pytest.mark.skipif(not X86, reason="OpenVINO is taken automatically on x86 CPUs only")
+def test_auto_keeps_a_backbone_that_loses_accuracy_in_bf16_on_f32(random_backbone, monkeypatch):
+    """A backbone listed in BF16_LOSES_ACCURACY runs on ONNX Runtime f32 under auto where OpenVINO
+    would take bf16, with the measurement in the reason; asking for OpenVINO still gets it."""
+    from edge_foct.runtime.cuda import probe
+    from edge_foct.runtime.engines import choose
+
+    monkeypatch.setattr(probe, "cuda_devices", lambda: ([], "no GPU (test)"))
+    backbone_id = Backbone.load(random_backbone).info.backbone_id
+    monkeypatch.setitem(choose.BF16_LOSES_ACCURACY, backbone_id, "bf16 moved its AUROC (test)")
+    auto = choose_engine(prefer="auto", graph=random_backbone)
+    if cpu_precision()[0] == "bf16":
+        assert (auto.backend, auto.precision) == ("onnxruntime", "f32")
+        assert f"bf16 not taken for {backbone_id}: bf16 moved its AUROC (test)" in auto.reason
+    else:  # OpenVINO runs f32 here: nothing to avoid
+        assert (auto.backend, auto.precision) == ("openvino", "f32")
+    asked = choose_engine(prefer="openvino", graph=random_backbone)
+    assert (asked.backend, asked.precision) == ("openvino", cpu_precision()[0])
+    monkeypatch.delitem(choose.BF16_LOSES_ACCURACY, backbone_id)
+    assert choose_engine(prefer="auto", graph=random_backbone).backend == "openvino"
+
+
 def test_precision_follows_the_cpu():
     precision, why = cpu_precision()
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
