@@ -60,9 +60,10 @@ def test_bf16_nearest_keeps_image_scores_and_nearly_every_neighbour(rng):
     if cpu_precision()[0] != "bf16":
         pytest.skip("this CPU has no native bf16: OpenVINO would emulate it (the engine takes f32 here)")
     dist = OpenVinoDistances(threads=2, nearest_precision="bf16")
-    for n, k, d in [(1024, 205, 1024), (1024, 200, 152)]:
+    for n, k, d, offset in [(1024, 205, 1024, 0.0), (1024, 200, 152, 0.0), (1024, 200, 152, 3.0)]:
         q, m = _pair(rng, n, k, d)
         q[:20] += 2.0  # a few anomalous patches: the image score is theirs
+        q, m = q + offset, m + offset  # a common offset (post-ReLU features): |q|^2 >> the distances
         ref_d, ref_i = nearest_sq_dist(q, m)
         got_d, got_i = dist.nearest(q, m)
         assert abs(got_d.max() - ref_d.max()) <= 1e-2 * ref_d.max()
