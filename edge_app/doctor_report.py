@@ -90,9 +90,12 @@ def render(info: dict) -> str:
     lines.append(f"  engine: {s['engine_reason']}")
     if s["engine"] == "tensorrt" and s["bank"] is None:
         lines.append("  (no --bank: not checked that the folder holds an engine built from the bank's backbone)")
+    if s["engine"] == "openvino" and s["precision"] == "bf16" and s["bank"] is None:
+        lines.append("  (no --bank: a backbone measured to lose accuracy in bf16, such as the default "
+                     "EfficientNet-Lite0, runs on ONNX Runtime f32 instead; give --bank to see its choice)")
     lines.append(f"  compute: {s['compute_reason']}")
     if s.get("distances") == "openvino":
-        lines.append("  distances: the methods' GEMM on OpenVINO's threads (PatchCore's nearest search in the "
-                     "engine's precision, the transport cost in f32; NumPy's BLAS stays at the plan's count)")
+        lines.append("  distances: the methods' GEMM on OpenVINO's threads (f32, NumPy's numbers; NumPy's BLAS stays "
+                     "at the plan's count)")
     lines.append(f"  {info['threads']['describe']}")
     return "\n".join(lines)
