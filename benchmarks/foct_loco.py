@@ -3,6 +3,7 @@
     python benchmarks/foct_loco.py --data ../shared/data --shots 2 --splits 5 \\
         --out benchmarks/results/foct_loco          # sweep (features cached once per category)
     python benchmarks/foct_loco.py --select benchmarks/results/foct_loco/sweep.json   # folds only
+    python benchmarks/foct_loco.py --select A/sweep.json B/sweep.json --out DIR  # per shots value + pooled
 
 Sweep: for each category (default backbone, ONNX Runtime float32, features computed once per
 category by eval's ``FeatureStore``) and split, each candidate constant set (``CONFIGS``: FOCT's
@@ -19,7 +20,9 @@ in the grid is scored by the mean over categories of the mean over splits of (im
 pixel AUROC) / 2, each split taking the split run where the judge with those thresholds keeps the
 mask and the fallback run where not; the best pair (ties: the constant set listed first, and the
 strictest judge thresholds, ``tie_break``) is then read on the held-out category. The
-defaults are the pair chosen most often over the five folds.
+defaults are the pair chosen most often over the five folds. With sweeps at several shots values,
+each shots value is selected on its own and once pooled (the criterion on the other four categories
+averaged over the shots values), each fold showing the current defaults' held-out reading beside.
 """
 
 from __future__ import annotations
