@@ -322,6 +322,8 @@ def main() -> None:
         check_configs(sw)
     rows = [r for sw in sweeps for r in sw["rows"]]
     shots = sorted({r["shots"] for r in rows})
+    if len({r["category"] for r in rows}) < 2:
+        raise SystemExit("leave-one-category-out needs two categories or more (the sweep is saved)")
     sels = [select(rows, (k,)) for k in shots] + ([select(rows, tuple(shots))] if len(shots) > 1 else [])
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / "folds.json", {"selection": sels, "sweeps": [
