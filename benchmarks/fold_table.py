@@ -39,8 +39,29 @@ def load(folders: list[Path], base: Path | None = None) -> tuple[dict[tuple[str,
                     | {"kernels": run["backbone"].get("kernels"), "backbone": run["backbone"].get("name"),
                        "engine": run["backbone"].get("engine")})
         for r in data["records"]:
-            records[(r["category"], r["shots"], r["method"])] = r
+            records[(r["category"], r["shots"], r["method"])] = r | {"source": run.get("command")}
+    for r in records.values():  # a base table's records predate the tag: the last run that covered them
+        if not r.get("source"):
+            r["source"] = next((run["command"] for run in reversed(runs) if covers(run["command"], r)), None)
+    for run in runs:  # how many of the table's records each run supplies now (0: superseded by a later run)
+        run["records_in_table"] = sum(r.get("source") == run["command"] for r in records.values())
     return records, runs
+
+
+def covers(command: str | None, r: dict) -> bool:
+    """Whether an `edge-foct eval` command line ran record r's category, shots and method."""
+    if not command:
+        return False
+    opts: dict[str, list[str]] = {}
+    key = None
+    for tok in command.split():
+        if tok.startswith("--"):
+            key = tok[2:]
+            opts[key] = []
+        elif key is not None:
+            opts[key].append(tok)
+    cats, shots, methods = opts.get("categories"), opts.get("shots", ["1", "2", "4"]), opts.get("methods", [])
+    return (cats is None or r["category"] in cats) and str(r["shots"]) in shots and r["method"] in methods
 
 
 def cell(r: dict | None, key: str) -> str:
