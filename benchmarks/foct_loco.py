@@ -3,6 +3,7 @@
     python benchmarks/foct_loco.py --data ../shared/data --shots 2 --splits 5 \\
         --out benchmarks/results/foct_loco          # sweep (features cached once per category)
     python benchmarks/foct_loco.py --select benchmarks/results/foct_loco/sweep.json   # folds only
+    python benchmarks/foct_loco.py --select A/sweep.json B/sweep.json --out DIR  # per shots value + pooled
 
 Sweep: for each category (default backbone, ONNX Runtime float32, features computed once per
 category by eval's ``FeatureStore``) and split, each candidate constant set (``CONFIGS``: FOCT's
@@ -19,7 +20,9 @@ in the grid is scored by the mean over categories of the mean over splits of (im
 pixel AUROC) / 2, each split taking the split run where the judge with those thresholds keeps the
 mask and the fallback run where not; the best pair (ties: the constant set listed first, and the
 strictest judge thresholds, ``tie_break``) is then read on the held-out category. The
-defaults are the pair chosen most often over the five folds.
+defaults are the pair chosen most often over the five folds. With sweeps at several shots values,
+each shots value is selected on its own and once pooled (the criterion on the other four categories
+averaged over the shots values), each fold showing the current defaults' held-out reading beside.
 """
 
 from __future__ import annotations
@@ -49,9 +52,16 @@ from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.foreground_judge import RULE_NO_SPLIT, JudgeParams, decide
 from edge_foct.runtime.methods.foct import FoctParams
+from edge_foct.runtime.threads import apply_plan, plan_threads
 
-#: candidate constant sets: FOCT's defaults, then one constant (or one coupled pair) moved at a time
-CONFIGS: dict[str, dict[str, Any]] = {
+#: FOCT's constants before this sweep (tau_ratio 1.0, tuned on MobileNetV2): the base every candidate
+#: moves one constant from. Pinned here, not read from ``FoctParams()``, whose tau_ratio is now the
+#: sweep's choice (0.5): the sets stay those of the first (2-shot) sweep whatever the defaults become.
+BASE: dict[str, Any] = {"tau_ratio": 1.0, "k_fg": 10, "k_bg": 40, "gate_image_ratio": 1.0,
+                        "gate_patch_ratio": 1.0, "alpha": 0.10, "beta": 0.075}
+#: candidate constant sets: the base ("defaults": the previous defaults), then one constant (or one
+#: coupled pair) moved at a time
+CONFIGS: dict[str, dict[str, Any]] = {name: BASE | moved for name, moved in {
     "defaults": {},
     "tau_ratio=0.5": {"tau_ratio": 0.5},
     "tau_ratio=2": {"tau_ratio": 2.0},
@@ -59,7 +69,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "k_fg/k_bg=40/10": {"k_fg": 40, "k_bg": 10},
     "gates=0.9": {"gate_image_ratio": 0.9, "gate_patch_ratio": 0.9},
     "alpha/beta=0.25/0.1": {"alpha": 0.25, "beta": 0.1},
-}
+}.items()}
+#: the constant set that is FOCT's default now (``FoctParams()``, chosen by the 2-shot folds)
+CURRENT = "tau_ratio=0.5"
 #: judge thresholds, permissive first (0 = the reading does not vote)
 GRID = {"min_coverage": (0.0, 0.05, 0.10, 0.15, 0.20), "min_agreement": (0.0, 0.3, 0.5),
         "min_stability": (0.0, 0.5, 0.7, 0.85), "min_separation": (0.0, 0.6, 0.7)}
@@ -86,7 +98,9 @@ def pixel_auroc_proxy(patch_scores: np.ndarray, truth: list, size: int) -> float
 
 def sweep(a: argparse.Namespace) -> dict[str, Any]:
     resolved = resolve_backbone(None)
-    bb, _ = load_backbone(resolved.path, "cpu", None)
+    plan = plan_threads(a.threads)
+    apply_plan(plan)
+    bb, _ = load_backbone(resolved.path, "cpu", plan)
     pre = bb.preprocessor(None, None)
     est = default_foreground()
     rows: list[dict[str, Any]] = []
@@ -123,7 +137,7 @@ def sweep(a: argparse.Namespace) -> dict[str, Any]:
         del store
     return {"command": " ".join(sys.argv), "backbone": {**bb.info.to_json(), "kernels": kernel_path(resolved.path),
                                                   "path": Path(resolved.path).name},  # no machine paths
-            "machine": machine_info(), "px_size": a.px_size, "configs": CONFIGS, "grid": GRID,
+            "machine": machine_info(), "px_size": a.px_size, "base": BASE, "configs": CONFIGS, "grid": GRID,
             "defaults": dataclasses.asdict(FoctParams()), "judge_defaults": dataclasses.asdict(JudgeParams()),
             "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 1)}
 
@@ -154,30 +168,55 @@ def judges() -> list[JudgeParams]:
     return [JudgeParams(**dict(zip(keys, vals))) for vals in itertools.product(*(GRID[k] for k in keys))]
 
 
-def select(sweep_: dict[str, Any], shots: int) -> dict[str, Any]:
-    rows = [r for r in sweep_["rows"] if r["shots"] == shots]
-    cats = sorted({r["category"] for r in rows})
-    by = {(c, n): [r for r in rows if r["category"] == c and r["config"] == n] for c in cats for n in CONFIGS}
+def select(rows: list[dict[str, Any]], shots: tuple[int, ...]) -> dict[str, Any]:
+    """Leave-one-category-out choice over ``shots`` (one shots value, or several pooled: the criterion
+    on the other four categories is then the mean over the shots values). Per fold, the held-out
+    reading per shots value and its mean; beside it the current defaults (``CURRENT``, the judge's
+    ``JudgeParams()``), FOCT before the judge (previous defaults, always split) and never splitting."""
+    rows = [r for r in rows if r["shots"] in shots]
+    cats = sorted(c for c in {r["category"] for r in rows}
+                  if all(any(r["category"] == c and r["shots"] == k for r in rows) for k in shots))
+    by = {(c, k, n): [r for r in rows if r["category"] == c and r["shots"] == k and r["config"] == n]
+          for c in cats for k in shots for n in CONFIGS}
     cands = [(n, j) for n in CONFIGS for j in judges()]
-    table = {c: [category_score(by[(c, n)], j)[2] for n, j in cands] for c in cats}  # criterion per candidate
+    table = {c: np.mean([[category_score(by[(c, k, n)], j)[2] for n, j in cands] for k in shots], axis=0)
+             for c in cats}  # criterion per candidate, mean over the shots values
+    current = JudgeParams()
     folds = []
     for held in cats:
         train = [c for c in cats if c != held]
         crit = np.mean([table[c] for c in train], axis=0)
         best = tie_break(crit, cands)
         name, j = cands[best]
-        img, px, _, used = category_score(by[(held, name)], j)
-        base = category_score(by[(held, "defaults")], None)  # FOCT as before the judge: always split
-        fallback = [category_score([{**r, "readings": {}} for r in by[(held, name)]], j)]  # never split
+        per = []
+        for k in shots:
+            img, px, _, used = category_score(by[(held, k, name)], j)
+            base = category_score(by[(held, k, "defaults")], None)  # FOCT as before the judge: always split
+            never = category_score([{**r, "readings": {}} for r in by[(held, k, name)]], j)  # never split
+            cur = category_score(by[(held, k, CURRENT)], current)
+            per.append({"shots": k, "image_auroc": img, "pixel_auroc_proxy": px, "splits_using_mask": used,
+                        "splits": len(by[(held, k, name)]),
+                        "before_judge_defaults": {"image_auroc": base[0], "pixel_auroc_proxy": base[1]},
+                        "never_split": {"image_auroc": never[0], "pixel_auroc_proxy": never[1]},
+                        "current_defaults": {"image_auroc": cur[0], "pixel_auroc_proxy": cur[1],
+                                             "splits_using_mask": cur[3]}})
+        avg = lambda key, sub=None: float(np.nanmean([(p[sub] if sub else p)[key] for p in per]))  # noqa: E731
         folds.append({"held_out": held, "config": name, "judge": _judge_json(j), "train_criterion": float(crit[best]),
-                      "image_auroc": img, "pixel_auroc_proxy": px, "splits_using_mask": used,
-                      "splits": len(by[(held, name)]), "before_judge_defaults": {"image_auroc": base[0],
-                                                                                  "pixel_auroc_proxy": base[1]},
-                      "never_split": {"image_auroc": fallback[0][0], "pixel_auroc_proxy": fallback[0][1]}})
+                      "image_auroc": avg("image_auroc"), "pixel_auroc_proxy": avg("pixel_auroc_proxy"),
+                      "splits_using_mask": sum(p["splits_using_mask"] for p in per),
+                      "splits": sum(p["splits"] for p in per),
+                      **{key: {m: avg(m, key) for m in ("image_auroc", "pixel_auroc_proxy")}
+                         for key in ("before_judge_defaults", "never_split", "current_defaults")},
+                      "per_shots": per})
     chosen = Counter((f["config"], json.dumps(f["judge"], sort_keys=True)) for f in folds).most_common(1)[0][0]
-    return {"shots": shots, "folds": folds, "default": {"config": chosen[0], "judge": json.loads(chosen[1])},
-            "held_out_mean": {"image_auroc": float(np.mean([f["image_auroc"] for f in folds])),
-                              "pixel_auroc_proxy": float(np.nanmean([f["pixel_auroc_proxy"] for f in folds]))}}
+    mean = lambda key: {m: float(np.nanmean([(f[key] if key else f)[m] for f in folds]))  # noqa: E731
+                        for m in ("image_auroc", "pixel_auroc_proxy")}
+    return {"shots": shots[0] if len(shots) == 1 else list(shots), "folds": folds,
+            "default": {"config": chosen[0], "judge": json.loads(chosen[1])},
+            "held_out_mean": mean(None), "current_defaults_mean": mean("current_defaults"),
+            "held_out_mean_per_shots": {str(k): {m: float(np.nanmean([p[m] for f in folds for p in f["per_shots"]
+                                                                      if p["shots"] == k]))
+                                                 for m in ("image_auroc", "pixel_auroc_proxy")} for k in shots}}
 
 
 def tie_break(crit: np.ndarray, cands: list[tuple[str, JudgeParams]]) -> int:
@@ -194,29 +233,57 @@ def _judge_json(j: JudgeParams) -> dict[str, float]:
     return {k: getattr(j, k) for k in GRID}
 
 
+def _pct(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
 def fold_table(sel: dict[str, Any]) -> str:
-    lines = [f"{sel['shots']}-shot, foct/edge. Per held-out category: the constants and judge thresholds chosen on "
-             "the other four; held-out image AUROC / pixel AUROC (proxy); before the judge (FOCT's previous "
-             "defaults, mask always split) and never splitting (oct's memory) beside it.", "",
-             "| held out | constants | judge (cov / agr / stab / sep) | splits using the mask | held-out img / px | "
-             "before: always split | never split |", "|---|---|---|---|---|---|---|"]
-    pct = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
-    for f in sel["folds"]:
-        j = f["judge"]
-        lines.append(f"| {f['held_out']} | {f['config']} | {j['min_coverage']} / {j['min_agreement']} / "
-                     f"{j['min_stability']} / {j['min_separation']} | {f['splits_using_mask']}/{f['splits']} | "
-                     f"{pct(f['image_auroc'])} / {pct(f['pixel_auroc_proxy'])} | "
-                     f"{pct(f['before_judge_defaults']['image_auroc'])} / "
-                     f"{pct(f['before_judge_defaults']['pixel_auroc_proxy'])} | "
-                     f"{pct(f['never_split']['image_auroc'])} / {pct(f['never_split']['pixel_auroc_proxy'])} |")
-    m = sel["held_out_mean"]
-    lines += ["", f"Held-out mean: {pct(m['image_auroc'])} / {pct(m['pixel_auroc_proxy'])}. Default (chosen most "
-              f"often): constants {sel['default']['config']}, judge {sel['default']['judge']}."]
+    pooled = isinstance(sel["shots"], list)
+    pct = _pct
+    if pooled:
+        ks = sel["shots"]
+        lines = [f"Pooled over {' / '.join(map(str, ks))} shots, foct/edge. Per held-out category: the constants and "
+                 "judge thresholds chosen on the other four (criterion: mean over the shots values); held-out "
+                 "image AUROC / pixel AUROC (proxy) per shots value and their mean; the current defaults "
+                 "(tau_ratio 0.5, the judge's defaults) read on the same category beside it.", "",
+                 "| held out | constants | judge (cov / agr / stab / sep) | splits using the mask | "
+                 + " | ".join(f"{k}-shot held-out img / px" for k in ks) + " | mean | current defaults (mean) |",
+                 "|" + "---|" * (6 + len(ks))]
+        for f in sel["folds"]:
+            j = f["judge"]
+            lines.append(f"| {f['held_out']} | {f['config']} | {j['min_coverage']} / {j['min_agreement']} / "
+                         f"{j['min_stability']} / {j['min_separation']} | {f['splits_using_mask']}/{f['splits']} | "
+                         + " | ".join(f"{pct(p['image_auroc'])} / {pct(p['pixel_auroc_proxy'])}"
+                                      for p in f["per_shots"])
+                         + f" | {pct(f['image_auroc'])} / {pct(f['pixel_auroc_proxy'])} | "
+                         f"{pct(f['current_defaults']['image_auroc'])} / "
+                         f"{pct(f['current_defaults']['pixel_auroc_proxy'])} |")
+    else:
+        lines = [f"{sel['shots']}-shot, foct/edge. Per held-out category: the constants and judge thresholds chosen "
+                 "on the other four; held-out image AUROC / pixel AUROC (proxy); the current defaults (tau_ratio "
+                 "0.5, the judge's defaults), FOCT before the judge (previous defaults, mask always split) and "
+                 "never splitting (oct's memory) read on the same category beside it.", "",
+                 "| held out | constants | judge (cov / agr / stab / sep) | splits using the mask | held-out img / px | "
+                 "current defaults | before: always split | never split |", "|---|---|---|---|---|---|---|---|"]
+        for f in sel["folds"]:
+            j = f["judge"]
+            lines.append(f"| {f['held_out']} | {f['config']} | {j['min_coverage']} / {j['min_agreement']} / "
+                         f"{j['min_stability']} / {j['min_separation']} | {f['splits_using_mask']}/{f['splits']} | "
+                         f"{pct(f['image_auroc'])} / {pct(f['pixel_auroc_proxy'])} | "
+                         f"{pct(f['current_defaults']['image_auroc'])} / "
+                         f"{pct(f['current_defaults']['pixel_auroc_proxy'])} | "
+                         f"{pct(f['before_judge_defaults']['image_auroc'])} / "
+                         f"{pct(f['before_judge_defaults']['pixel_auroc_proxy'])} | "
+                         f"{pct(f['never_split']['image_auroc'])} / {pct(f['never_split']['pixel_auroc_proxy'])} |")
+    m, c = sel["held_out_mean"], sel["current_defaults_mean"]
+    lines += ["", f"Held-out mean: {pct(m['image_auroc'])} / {pct(m['pixel_auroc_proxy'])} (current defaults on "
+              f"the same folds: {pct(c['image_auroc'])} / {pct(c['pixel_auroc_proxy'])}). Chosen most often: "
+              f"constants {sel['default']['config']}, judge {sel['default']['judge']}."]
     return "\n".join(lines) + "\n"
 
 
-def readings_table(sweep_: dict[str, Any], shots: int) -> str:
-    rows = [r for r in sweep_["rows"] if r["shots"] == shots and r["config"] == "defaults"]
+def readings_table(rows: list[dict[str, Any]], shots: int) -> str:
+    rows = [r for r in rows if r["shots"] == shots and r["config"] == "defaults"]
     lines = ["| category | split | estimator rules | coverage | agreement | stability | separation | "
              "img AUROC split / fallback |", "|---|---|---|---|---|---|---|---|"]
     f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
@@ -237,23 +304,46 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--px-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, help="cores for the backbone and BLAS (default: every usable one)")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--select", type=Path, help="a sweep.json: redo the selection only")
+    ap.add_argument("--select", type=Path, nargs="+",
+                    help="sweep.json file(s): redo the selection only, per shots value and, with several shots "
+                         "values, pooled over them (written to --out, default: the first file's folder)")
     a = ap.parse_args()
     if a.select:
-        sw, out = json.loads(a.select.read_text()), a.select.parent
+        sweeps = [json.loads(p.read_text()) for p in a.select]
+        out = a.out or a.select[0].parent
     else:
-        sw, out = sweep(a), a.out
+        sweeps = [sweep(a)]
+        out = a.out
         out.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(out / "sweep.json", sw)
-    shots = sorted({r["shots"] for r in sw["rows"]})
-    sels = [select(sw, k) for k in shots]
-    atomic.write_json(out / "folds.json", {"selection": sels, "machine": sw["machine"], "backbone": sw["backbone"]})
-    md = "\n".join(fold_table(s) + "\nJudge readings, FOCT's constants:\n\n" + readings_table(sw, s["shots"])
+        atomic.write_json(out / "sweep.json", sweeps[0])
+    for sw in sweeps:
+        check_configs(sw)
+    rows = [r for sw in sweeps for r in sw["rows"]]
+    shots = sorted({r["shots"] for r in rows})
+    if len({r["category"] for r in rows}) < 2:
+        raise SystemExit("leave-one-category-out needs two categories or more (the sweep is saved)")
+    sels = [select(rows, (k,)) for k in shots] + ([select(rows, tuple(shots))] if len(shots) > 1 else [])
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(out / "folds.json", {"selection": sels, "sweeps": [
+        {"command": sw["command"], "machine": sw["machine"], "backbone": sw["backbone"],
+         "wall_seconds": sw["wall_seconds"], "shots": sorted({r["shots"] for r in sw["rows"]})} for sw in sweeps]})
+    md = "\n".join(fold_table(s) + ("" if isinstance(s["shots"], list) else
+                                    "\nJudge readings, FOCT's previous constants:\n\n" + readings_table(rows, s["shots"]))
                    for s in sels)
     atomic.write_bytes(out / "folds.md", md.encode())
     print(md)
 
+
+def check_configs(sw: dict[str, Any]) -> None:
+    """A sweep's constant sets must be this script's (older sweeps stored only the moved constants
+    over ``FoctParams()`` of their day, recorded as ``defaults``)."""
+    for name, params in CONFIGS.items():
+        stored = sw.get("base", sw["defaults"]) | sw["configs"].get(name, {})
+        got = {k: stored.get(k) for k in BASE}
+        if got != params:
+            raise SystemExit(f"{sw['command']}: constant set {name!r} is {got}, this script's is {params}")
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,11 @@
 """The fold table of issue 13 from one or more `edge-foct eval` result folders.
 
     python benchmarks/fold_table.py RESULTS_DIR [RESULTS_DIR ...] --out benchmarks/results/fold_table
+    python benchmarks/fold_table.py --base benchmarks/results/fold_table/fold_table.json NEW_DIR ... --out ...
 
 Reads each folder's results.json (records of category x shots x method; a later folder's record
-replaces an earlier one's for the same key), writes fold_table.md / fold_table.json: per category
+replaces an earlier one's for the same key; ``--base``: an earlier fold_table.json's records and
+runs come first, so new eval folders add rows to a committed table without its eval folders), writes fold_table.md / fold_table.json: per category
 and shots, image / pixel AUROC (mean ± std over splits) of every method, foct/edge minus oct with
 the larger of their split stds (the noise), how many splits the foreground judge kept the fg/bg
 split, and the mean over categories with foct/edge and patchcore+ against patchcore. Each eval
@@ -24,8 +26,12 @@ from edge_foct.runtime import atomic
 ORDER = ("patchcore", "ct", "oct", "foct/edge", "patchcore+")
 
 
-def load(folders: list[Path]) -> tuple[dict[tuple[str, int, str], dict], list[dict[str, Any]]]:
+def load(folders: list[Path], base: Path | None = None) -> tuple[dict[tuple[str, int, str], dict], list[dict[str, Any]]]:
     records, runs = {}, []
+    if base is not None:
+        data = json.loads(base.read_text())
+        runs.extend(data["runs"])
+        records.update({(r["category"], r["shots"], r["method"]): r for r in data["records"]})
     for f in folders:
         data = json.loads((f / "results.json").read_text())
         run = data["run"]
@@ -33,8 +39,29 @@ def load(folders: list[Path]) -> tuple[dict[tuple[str, int, str], dict], list[di
                     | {"kernels": run["backbone"].get("kernels"), "backbone": run["backbone"].get("name"),
                        "engine": run["backbone"].get("engine")})
         for r in data["records"]:
-            records[(r["category"], r["shots"], r["method"])] = r
+            records[(r["category"], r["shots"], r["method"])] = r | {"source": run.get("command")}
+    for r in records.values():  # a base table's records predate the tag: the last run that covered them
+        if not r.get("source"):
+            r["source"] = next((run["command"] for run in reversed(runs) if covers(run["command"], r)), None)
+    for run in runs:  # how many of the table's records each run supplies now (0: superseded by a later run)
+        run["records_in_table"] = sum(r.get("source") == run["command"] for r in records.values())
     return records, runs
+
+
+def covers(command: str | None, r: dict) -> bool:
+    """Whether an `edge-foct eval` command line ran record r's category, shots and method."""
+    if not command:
+        return False
+    opts: dict[str, list[str]] = {}
+    key = None
+    for tok in command.split():
+        if tok.startswith("--"):
+            key = tok[2:]
+            opts[key] = []
+        elif key is not None:
+            opts[key].append(tok)
+    cats, shots, methods = opts.get("categories"), opts.get("shots", ["1", "2", "4"]), opts.get("methods", [])
+    return (cats is None or r["category"] in cats) and str(r["shots"]) in shots and r["method"] in methods
 
 
 def cell(r: dict | None, key: str) -> str:
@@ -103,11 +130,14 @@ def table(records: dict, methods: list[str]) -> tuple[str, dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folders", type=Path, nargs="+")
+    ap.add_argument("folders", type=Path, nargs="*")
+    ap.add_argument("--base", type=Path, help="an earlier fold_table.json whose records and runs come first")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--methods", nargs="*", default=list(ORDER), help="methods to show (default: all found)")
     a = ap.parse_args()
-    records, runs = load(a.folders)
+    if not a.folders and a.base is None:
+        ap.error("give eval result folders and/or --base")
+    records, runs = load(a.folders, a.base)
     records = {k: v for k, v in records.items() if k[2] in a.methods}
     methods = [m for m in ORDER if any(k[2] == m for k in records)]
     md, summary = table(records, methods)

@@ -44,7 +44,7 @@ RULE_NO_SPLIT = "judge:estimator-full-frame"  # the estimator itself marked ever
 class JudgeParams:
     """Thresholds of the decision (module docstring); a reading of NaN does not vote."""
 
-    # chosen leave-one-category-out (benchmarks/foct_loco.py, 2 shots): every fold chose these. On
+    # chosen leave-one-category-out (benchmarks/foct_loco.py, 1 / 2 / 4 shots and pooled): every fold chose these. On
     # ../shared/data no category has a wrong mask, so any thresholds that keep metal_plate's and
     # bottle's masks tie; the tie rule takes the strictest of the grid (fall back when unsure)
     min_coverage: float = 0.20

@@ -63,7 +63,8 @@ class FoctParams:
     rho: float = 0.5  # CT loss: forward vs backward weight
     navigator_init: str = "soft_nn"  # "soft_nn": D = C / tau | "torch": the authors' random init
     tau_ratio: float = 0.5  # tau = tau_ratio x median nearest-neighbour cost of the query: chosen
-    #   leave-one-category-out on the default backbone (benchmarks/foct_loco.py; 4 of 5 folds; 1.0
+    #   leave-one-category-out on the default backbone (benchmarks/foct_loco.py; 5 of 5 folds pooled over
+    #   1 / 2 / 4 shots, 4 of 5 at 2 shots alone; 1.0
     #   had been tuned on MobileNetV2, D = 768; 0.1 ~ PatchCore, 2.0 too flat; benchmarks/README.md)
     hidden1: int = 512
     hidden2: int = 256
