@@ -93,9 +93,9 @@ def distance_runtime(compute: str, engine: str) -> str:
 def with_engine_distances(backend: Backend, engine) -> Backend:
     """``backend`` with the methods' distance GEMM moved onto the backbone engine's runtime where that
     helps (``distance_runtime``), else ``backend`` itself. Today one case: the NumPy backend beside an
-    OpenVINO engine runs the GEMM (PatchCore's nearest search, the transport cost matrix) on
-    OpenVINO's thread pool in f32: NumPy's numbers to float rounding (runtime/engines/openvino_distance.py
-    says why and what it gains). Decided once, at start-up."""
+    OpenVINO engine runs the GEMM on OpenVINO's thread pool: the transport cost matrix in f32 (NumPy's
+    numbers to float rounding), PatchCore's nearest search in the engine's precision, centred first
+    (runtime/engines/openvino_distance.py says why and what it gains). Decided once, at start-up."""
     from .engines.openvino_engine import OpenVinoEngine
 
     kind = "openvino" if isinstance(engine, OpenVinoEngine) else "other"
@@ -103,6 +103,6 @@ def with_engine_distances(backend: Backend, engine) -> Backend:
         return backend
     from .engines.openvino_distance import OpenVinoDistances
 
-    dist = OpenVinoDistances(engine.threads)
+    dist = OpenVinoDistances(engine.threads, nearest_precision=engine.precision)
     return replace(backend, sq_dists=dist, nearest=dist.nearest,
                    description=f"{backend.description}; distances on {dist.description}")

@@ -252,7 +252,10 @@ class Dashboard:
         self.server.task_dispatcher.shutdown(timeout=5)
         self._closing.set()
         if self._thread.is_alive():
-            self.server.pull_trigger()  # wakes the loop's select() at once
+            try:
+                self.server.pull_trigger()  # wakes the loop's select() at once
+            except OSError:  # EBADF: the loop saw _closing first and closed the trigger: nothing to wake
+                pass
             self._thread.join(timeout=5)
         else:
             self.server.close()

@@ -1,8 +1,8 @@
 """Squared Euclidean distances on OpenVINO's CPU plugin: the methods' one GEMM, on the engine's threads.
 
-    dist = OpenVinoDistances(threads=2)  # f32; compiled on first use per feature dim
-    d = dist(q, m)                       # q (n, D), m (k, D) float32 -> (n, k) float32
-    d_min, idx = dist.nearest(q, m)      # -> (n,) float32, (n,) int64: PatchCore's search
+    dist = OpenVinoDistances(threads=2, nearest_precision="bf16")  # compiled on first use per dim
+    d = dist(q, m)                   # q (n, D), m (k, D) float32 -> (n, k) float32, always f32
+    d_min, idx = dist.nearest(q, m)  # -> (n,) float32, (n,) int64: PatchCore's search, nearest_precision
 
 Why: with the backbone on OpenVINO, the method step's GEMM on NumPy's BLAS either runs on one
 thread (the thread plan keeps BLAS at 1 so that OpenBLAS's spinning workers do not steal the cores
@@ -10,16 +10,21 @@ from the next frame's backbone: with BLAS at 2 threads the WRN-50-2 backbone wen
 fights the engine. Here the same GEMM runs in OpenVINO's own thread pool, which the backbone already
 uses and which idles between calls. WRN-50-2 features at 256 px, q (1024, 1024) against m (205, 1024),
 2 threads, idle box: the (n, k) matrix 2.8 ms and the nearest row alone (min and arg-min inside the
-graph, no (n, k) output) 2.1 ms, against NumPy's 3.8-4.6 ms (benchmarks/README.md "CPU engines").
+graph, no (n, k) output) 2.1 ms in f32, against NumPy's 3.8-4.6 ms (benchmarks/README.md "CPU engines").
 
-Precision: f32 always, whatever the backbone runs in: the results equal NumPy's to float rounding
-(<= 1e-5 of the largest term, the same nearest row; tests/runtime/engines/test_openvino_distance.py),
-so tau, the scores and the online memory's choices are the reference's. bf16 was tried for the
-nearest search (as anomalib's OpenVINO PatchCore runs its kNN): 1.1 ms instead of 2.1, but
-|q|^2 + |m|^2 - 2 q.m cancels in bf16 with an error relative to the norms, not to the distance: on a
-random CNN's post-ReLU features (|q|^2 ~ 120, distances ~ 13) the scores came out 5 % off and a defect
-ranked below a good part. Centring both sides on the memory mean first fixed that (0.3 %) but cost
-what bf16 saved (anomalib comparison at 256 px: 18.5 ms against 17.5 in f32): not kept.
+Precision, two cases:
+- the matrix (ct / oct / foct's transport cost) is always f32: it goes through softmaxes of -C / tau,
+  which amplify absolute errors by 1 / tau; it equals NumPy's to float rounding (<= 1e-5 of the
+  largest term, the same nearest row), so tau, the scores and the online memory's choices are the
+  reference's (tests/runtime/engines/test_openvino_distance.py).
+- the nearest row (PatchCore's score: the distance itself) runs in ``nearest_precision``, which the
+  start-up decision sets to the backbone engine's (bf16 where the CPU has it, as anomalib's OpenVINO
+  PatchCore runs its kNN). In bf16, |q|^2 + |m|^2 - 2 q.m cancels with an error relative to the
+  norms, not to the distance: on a random CNN's post-ReLU features (|q|^2 ~ 120, distances ~ 13) the
+  uncentred search was 5 % off and ranked a defect below a good part. So both sides are centred on
+  the memory's mean inside the graph first (the Subtract runs in f32, before the MatMul's bf16 inputs
+  are rounded; distances are unchanged): the error is then relative to the features' spread, 1e-4
+  (median) on features with a large common offset, the nearest row the same for ~99 % of the patches.
 
 Two graphs (the matrix; the nearest row), dynamic n and k (the episodic memory grows online), each
 compiled per feature dimension D the first time it is seen; one infer request each, behind a lock
@@ -46,20 +51,25 @@ def _ops():
 
 def _graph(ov, d: int, nearest: bool):
     """q (n, d), m (k, d) -> max(|q|^2 + |m|^2 - 2 q m^T, 0) (n, k) as an ov.Model; ``nearest``: its
-    row minimum (n,) and arg-minimum (n,) int64 instead (|q|^2 is added after the minimum)."""
+    row minimum (n,) and arg-minimum (n,) int64 instead (|q|^2 is added after the minimum), computed
+    on q and m centred on m's mean (see the module docstring: bf16 cancellation)."""
     ops = _ops()
     q = ops.parameter([-1, d], np.float32, name="queries")
     m = ops.parameter([-1, d], np.float32, name="memory")
+    params = [q, m]
     axis1 = ops.constant(np.array([1], np.int64))
+    if nearest:
+        centre = ops.reduce_mean(m, ops.constant(np.array([0], np.int64)), True)  # (1, d)
+        q, m = ops.subtract(q, centre), ops.subtract(m, centre)
     qn = ops.reduce_sum(ops.multiply(q, q), axis1, True)  # (n, 1)
     mn = ops.unsqueeze(ops.reduce_sum(ops.multiply(m, m), axis1, False), ops.constant(np.array([0], np.int64)))
     partial = ops.add(mn, ops.multiply(ops.matmul(q, m, False, True), ops.constant(np.float32(-2.0))))  # (n, k)
     zero = ops.constant(np.float32(0.0))
     if not nearest:
-        return ov.Model([ops.maximum(ops.add(qn, partial), zero).output(0)], [q, m], f"sq_dists_d{d}")
+        return ov.Model([ops.maximum(ops.add(qn, partial), zero).output(0)], params, f"sq_dists_d{d}")
     top = ops.topk(ops.negative(partial), ops.constant(np.int64(1)), 1, "max", "none", "i64")  # (n, 1) each
     dist = ops.maximum(ops.subtract(qn, top.output(0)), zero)
-    return ov.Model([dist.output(0), top.output(1)], [q, m], f"nearest_d{d}")
+    return ov.Model([dist.output(0), top.output(1)], params, f"nearest_d{d}")
 
 
 class OpenVinoDistances:
@@ -70,17 +80,21 @@ class OpenVinoDistances:
     used: the graph computes the norms itself (k x D multiply-adds, <1 % of the GEMM).
     """
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, nearest_precision: str = "f32") -> None:
         self._ov_mod = import_openvino()
-        self.threads = threads
+        if nearest_precision not in ("f32", "bf16"):
+            raise ValueError(f"nearest_precision {nearest_precision!r}: 'f32' or 'bf16'")
+        self.threads, self.nearest_precision = threads, nearest_precision
         self._requests: dict[tuple[int, bool], dict] = {}
         self._lock = threading.Lock()
-        self.description = f"openvino {self._ov_mod.__version__.split('-')[0]} [CPU, f32, {threads or 'default'} threads]"
+        self.description = (f"openvino {self._ov_mod.__version__.split('-')[0]} [CPU, matrix f32, nearest "
+                            f"{nearest_precision}, {threads or 'default'} threads]")
 
     def _request(self, d: int, nearest: bool):
         handles = self._requests.get((d, nearest))
         if handles is None:
-            config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+            precision = self.nearest_precision if nearest else "f32"
+            config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision}
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = int(self.threads)
             compiled = shared_core().compile_model(_graph(self._ov_mod, d, nearest), "CPU", config)

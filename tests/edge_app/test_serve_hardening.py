@@ -478,3 +478,16 @@ def test_patchcore_plus_online_memory_survives_a_serve_restart(tmp_path):
     assert not np.allclose(fresh.score(q, update=False).scores, learnt, rtol=1e-3)
     store.restore(fresh, None)
     np.testing.assert_allclose(fresh.score(q, update=False).scores, learnt, rtol=1e-6)
+
+
+def test_dashboard_stop_when_the_loop_closed_the_trigger_first():
+    """The loop thread may see the closing flag and close waitress's trigger before stop() pulls it
+    (an EBADF traceback at SIGTERM, seen once): stop() then has nothing to wake and returns cleanly."""
+    from edge_foct.edge_app.serve.dashboard import Dashboard
+    from edge_foct.edge_app.serve.live import LiveStatus
+
+    dash = Dashboard(LiveStatus({"threshold": 1.0}), "127.0.0.1", 0)
+    dash.start()
+    dash.server.trigger.close()  # the state the race leaves: loop alive, trigger gone
+    dash.stop()
+    assert not dash._thread.is_alive()
