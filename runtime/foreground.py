@@ -33,6 +33,7 @@ import numpy as np
 
 from . import names
 from .engines import Engine, OrtEngine
+from .errors import BackboneError
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,13 @@ class SamForeground:
     @classmethod
     def load(cls, folder: str | os.PathLike, providers: list[str] | None = None,
              threads: int | None = None) -> "SamForeground":
-        """The two ONNX graphs that ``edge-foct export --what segmenter`` wrote into ``folder``."""
+        """The two ONNX graphs that ``edge-foct export --what segmenter`` wrote into ``folder``; a folder
+        without them is one line naming the export command."""
         folder = Path(folder)
+        missing = [f for f in (SAM_ENCODER_FILE, SAM_DECODER_FILE) if not (folder / f).is_file()]
+        if missing:
+            raise BackboneError(f"segmenter folder {folder}: no {' / '.join(missing)} there; write them with "
+                                f"`edge-foct export --what segmenter --sam-checkpoint FILE --out {folder}`")
         return cls(OrtEngine(folder / SAM_ENCODER_FILE, providers, threads),
                    OrtEngine(folder / SAM_DECODER_FILE, providers, threads))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edge_foct.edge_app.commands.options import MultiValueCommand
-from edge_foct.edge_app.commands.run_options import ENGINE_HELP, start_threads, threads_option
+from edge_foct.edge_app.commands.run_options import ENGINE_HELP, segmenter_option, start_threads, threads_option
 from edge_foct.edge_app.evaluation.pool import default_jobs
 from edge_foct.edge_app.evaluation.runner import run_eval
 from edge_foct.runtime.errors import EdgeFoctError
@@ -46,9 +46,10 @@ from edge_foct.runtime.errors import EdgeFoctError
 @click.option("--engine", default="cpu", show_default=True,
               help=ENGINE_HELP + " eval defaults to cpu (ONNX Runtime, float32): accuracy must not depend on the "
                                  "machine, and OpenVINO's auto precision is bf16 where the CPU has it.")
+@segmenter_option
 @threads_option
 def command(data, elpv, categories, methods, shots, splits, seed, backbone, size, resize, max_test, views, augment,
-            jobs, keep_aspect, out, engine, threads) -> None:
+            jobs, keep_aspect, out, engine, segmenter, threads) -> None:
     """Few-shot accuracy over an MVTec-layout data set: image/pixel AUROC, F1-max, AUPRO@0.3."""
     if splits < 1 or any(k < 0 for k in shots):
         raise EdgeFoctError("--splits must be >= 1 and --shots >= 0 (0: zero-shot methods only)")
@@ -57,4 +58,5 @@ def command(data, elpv, categories, methods, shots, splits, seed, backbone, size
     plan = start_threads(threads)
     run_eval(data, elpv, list(categories), list(methods), sorted(set(shots)), splits, seed,
              backbone, size, resize, views, out, jobs=jobs or default_jobs(), keep_aspect=keep_aspect,
-             engine=engine, plan=plan, augment=tuple(dict.fromkeys(augment)), max_test=max_test)
+             engine=engine, plan=plan, augment=tuple(dict.fromkeys(augment)), max_test=max_test,
+             segmenter=segmenter)

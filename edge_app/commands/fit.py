@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from edge_foct.edge_app.commands.options import INPUT_SIZE, METHOD, PRESET_HELP, methods_epilog
-from edge_foct.edge_app.commands.run_options import engine_option, start_threads, threads_option
+from edge_foct.edge_app.commands.run_options import (engine_option, open_segmenter, segmenter_option, start_threads,
+                                                     threads_option)
 from edge_foct.edge_app.commands.value_types import BUDGET, FINITE
 from edge_foct.edge_app.fitting import DEFAULT_MAX_SHOTS, run_fit
 
@@ -47,12 +48,15 @@ log = logging.getLogger("edge_foct.fit")
                    "The memory and the method's time per image grow with the copies.")
 @click.option("--download", is_flag=True,
               help="Allow torchvision to download WideResNet-50-2 ImageNet weights when no --backbone is given.")
+@segmenter_option
 @engine_option
 @threads_option
 def command(support, backbone, out, force, shots, seed, method, preset, size, threshold, calibrate, max_false_alarms,
-            config_path, keep_aspect, augment, download, engine, threads) -> None:
+            config_path, keep_aspect, augment, download, segmenter, engine, threads) -> None:
     """Learn a memory bank from a few images of good parts."""
     plan = start_threads(threads)
-    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold, force=force,
+    foreground = open_segmenter(segmenter)
+    run_fit(list(support), backbone, out, shots, seed, config_path, method, preset, size, threshold,
+            foreground=foreground, force=force,
             download=download, keep_aspect=keep_aspect, calibrate=list(calibrate), max_false_alarms=max_false_alarms,
             engine=engine, plan=plan, augment=augment)

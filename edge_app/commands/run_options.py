@@ -22,6 +22,21 @@ threads_option = click.option("--threads", type=int, default=None,
                                    "the plan is logged at start-up).")
 
 
+segmenter_option = click.option(
+    "--segmenter", type=click.Path(file_okay=False), default=None, metavar="DIR",
+    help="Folder of SAM's two ONNX graphs (`edge-foct export --what segmenter --sam-checkpoint FILE`): the "
+         "foreground masks of foct's fg/bg memory. Default: the classical contrast estimator.")
+
+
+def open_segmenter(segmenter: str | None):
+    """``--segmenter DIR`` -> SAM's foreground estimator, or None (the default estimator)."""
+    if segmenter is None:
+        return None
+    from edge_foct.runtime.foreground import make_foreground
+
+    return make_foreground(segmenter)
+
+
 def start_threads(threads: int | None) -> ThreadPlan:
     """The thread plan for ``--threads`` (None: every usable core), applied to this process."""
     if threads is not None and threads < 1:

@@ -37,6 +37,7 @@ from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.compute_backend import distance_runtime, make_backend, with_engine_distances
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import default_foreground
+from edge_foct.runtime.foreground import make_foreground
 from edge_foct.runtime.image_io import read_image
 from edge_foct.runtime.methods import METHODS, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor, image_aspect
@@ -61,8 +62,12 @@ def parse_methods(values: list[str], context: dict[str, Any] | None = None) -> l
     return specs
 
 
-def load_foreground() -> tuple[Any, str]:
-    """The estimator fit_bank gives a foreground method (runtime/fit.py's default_foreground), and a note."""
+def load_foreground(segmenter: str | None = None) -> tuple[Any, str]:
+    """The estimator a foreground method gets, and a note: SAM's graphs in ``segmenter`` when given
+    (``--segmenter``, checked as ``fit`` checks it), else fit_bank's default (the classical estimator)."""
+    if segmenter is not None:
+        est = make_foreground(segmenter)
+        return est, f"SAM engines in {segmenter} ({est.rule})"
     return default_foreground(), "runtime.foreground.make_foreground() (classical contrast estimator)"
 
 
@@ -130,7 +135,8 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
              splits: int, seed: int, backbone: str | None, size: int | None, resize: int | None, views: int,
              out: Path, pro_limit: float = 0.3, batch: int = 8, jobs: int = 1,
              keep_aspect: bool = False, engine: str = "cpu", plan: ThreadPlan | None = None,
-             augment: tuple[str, ...] = ("none",), max_test: int | None = None) -> list[dict[str, Any]]:
+             augment: tuple[str, ...] = ("none",), max_test: int | None = None,
+             segmenter: str | None = None) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     if (data is None) == (not elpv):
         raise EdgeFoctError("give exactly one data source: --data ROOT or --elpv")
@@ -156,7 +162,7 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
     pre = bb.preprocessor(resize, size)
     foreground, fg_note = None, "not used"
     if any(method_class(s.name).uses_foreground for s in specs):
-        foreground, fg_note = load_foreground()
+        foreground, fg_note = load_foreground(segmenter)
         click.echo(f"foreground masks: {fg_note}", err=True)
     run = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
