@@ -50,6 +50,7 @@ from edge_foct.edge_app.evaluation.metrics import auroc
 from edge_foct.runtime import atomic
 from edge_foct.runtime.anomaly_map import anomaly_map
 from edge_foct.runtime.fit import default_foreground
+from edge_foct.runtime.foreground import make_foreground
 from edge_foct.runtime.foreground_judge import RULE_NO_SPLIT, JudgeParams, decide
 from edge_foct.runtime.methods.foct import FoctParams
 from edge_foct.runtime.threads import apply_plan, plan_threads
@@ -102,7 +103,7 @@ def sweep(a: argparse.Namespace) -> dict[str, Any]:
     apply_plan(plan)
     bb, _ = load_backbone(resolved.path, "cpu", plan)
     pre = bb.preprocessor(None, None)
-    est = default_foreground()
+    est = make_foreground(a.segmenter) if a.segmenter else default_foreground()  # SAM's graphs, or classical
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for cat in find_categories(a.data, a.categories or None):
@@ -138,6 +139,7 @@ def sweep(a: argparse.Namespace) -> dict[str, Any]:
     return {"command": " ".join(sys.argv), "backbone": {**bb.info.to_json(), "kernels": kernel_path(resolved.path),
                                                   "path": Path(resolved.path).name},  # no machine paths
             "machine": machine_info(), "px_size": a.px_size, "base": BASE, "configs": CONFIGS, "grid": GRID,
+            "foreground": f"SAM graphs ({est.rule})" if a.segmenter else "classical contrast estimator",
             "defaults": dataclasses.asdict(FoctParams()), "judge_defaults": dataclasses.asdict(JudgeParams()),
             "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 1)}
 
@@ -305,6 +307,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--px-size", type=int, default=64)
     ap.add_argument("--threads", type=int, help="cores for the backbone and BLAS (default: every usable one)")
+    ap.add_argument("--segmenter", type=Path, default=None,
+                    help="SAM's exported graphs (edge-foct export --what segmenter) for the masks [default: classical]")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--select", type=Path, nargs="+",
                     help="sweep.json file(s): redo the selection only, per shots value and, with several shots "
