@@ -53,6 +53,7 @@ class TaskResult:
     foreground_rules: dict[str, int]  # rule -> support images it decided (methods using masks)
     image_scores: np.ndarray | None  # (N,) split 0 only, for the plot
     threshold: float
+    threshold_rule: str = ""  # the rule that learnt it (the online methods' admission gate too)
 
 
 @dataclass
@@ -100,7 +101,7 @@ def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
                   views=ctx.views)
     m = split_metrics(r, ctx.labels, ctx.truth, ctx.store.pre.crop_hw, ctx.pro_limit)
     return TaskResult(task, m, dict(Counter(r.foreground_rules)), r.image_scores if task.split == 0 else None,
-                      r.threshold)
+                      r.threshold, r.threshold_rule)
 
 
 def _worker_init() -> None:

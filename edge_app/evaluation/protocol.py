@@ -125,6 +125,7 @@ class SplitResult:
     stream_flags: np.ndarray | None = None  # (N,) bool: the stream rule's verdict when the image came
     foreground: dict | None = None  # the foreground judge's decision (runtime/foreground_judge.py), JSON
     foreground_rules: list[str] = field(default_factory=list)  # the estimator's rule per support image
+    threshold_rule: str = ""  # the rule that learnt the threshold (runtime/threshold.py): also the online gate
 
 
 def draw_split(category: Category, shots: int, split: int, seed: int) -> tuple[list, np.ndarray]:
@@ -219,7 +220,7 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     dt = (time.perf_counter() - t0) / n
     rules = [s["foreground_rule"] for s in bank.manifest["support"] if "foreground_rule" in s]
     return SplitResult(spec.label, split, scores, patches, thr, diags, dt, flags if stream is not None else None,
-                       bank.manifest.get("foreground"), rules)
+                       bank.manifest.get("foreground"), rules, learnt.rule)
 
 
 def ground_truth(category: Category, pre: Preprocessor) -> list[np.ndarray | None]:

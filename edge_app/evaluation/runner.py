@@ -122,6 +122,9 @@ def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], spli
             plot_scores_[spec.label], plot_thr[spec.label] = runs[0].image_scores, runs[0].threshold
             extra = ({"foreground": {"source": fg_note, "rules": dict(rules)}}
                      if method_class(spec.name).uses_foreground else {})
+            # which threshold rule set each split's threshold (and oct / foct's admission gate): a rule
+            # change moves their AUROC, and the record says so
+            extra["threshold_rules"] = dict(Counter(r.threshold_rule for r in runs))
             if pre.aspect != 1.0:
                 extra["input"] = {"aspect": pre.aspect, "crop_hw": list(pre.crop_hw), "grid": list(pre.grid)}
             records.append(_record(cat, spec, k, [r.metrics for r in runs], supports, list(notes), extra))

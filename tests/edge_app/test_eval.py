@@ -19,6 +19,7 @@ from edge_foct.edge_app.datasets.mvtec import load_category
 from edge_foct.edge_app.evaluation.runner import parse_methods
 from edge_foct.edge_app.evaluation.protocol import SplitResult, split_metrics
 from edge_foct.runtime.errors import EdgeFoctError
+from edge_foct.runtime.threshold import family_for
 
 METRICS = ("image_auroc", "pixel_auroc", "image_f1_max", "pixel_f1_max", "aupro", "seconds_per_image",
            "false_alarm_rate", "miss_rate", "threshold", "stream_false_alarm_rate", "stream_miss_rate",
@@ -41,6 +42,8 @@ def test_eval_on_demo_data(demo_category, random_backbone, tmp_path):
     for r in recs:
         assert r["n_test"] == 8 and r["n_defective"] == 4 and r["splits"] == 2 and r["notes"] == []
         assert [len(s) for s in r["support"]] == [r["shots"]] * 2
+        # the rule that learnt each split's threshold (runtime/threshold.py's shipped family for the shots)
+        assert r["threshold_rules"] == {family_for(r["shots"], 0): 2}
         for k in METRICS:
             m = r["metrics"][k]
             assert len(m["per_split"]) == 2 and m["mean"] == pytest.approx(np.mean(m["per_split"]))
