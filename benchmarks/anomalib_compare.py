@@ -347,6 +347,7 @@ def main() -> None:
     import datetime as dt
 
     from edge_foct.edge_app.machine_info import describe, machine_info
+    from edge_foct.runtime import atomic
 
     machine = machine_info()  # CPU, flags, cores, load, versions, git commit (the project's one place)
     commit, dirty = (machine["git"].get("commit") or "")[:10], bool(machine["git"].get("dirty"))
@@ -370,14 +371,13 @@ def main() -> None:
     md = head + "\n" + "\n".join(lines) + "\n"
     print(md)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"compare_{args.size}.md").write_text(md)
-        (args.out / f"compare_{args.size}.json").write_text(json.dumps({
+        atomic.write_bytes(args.out / f"compare_{args.size}.md", md.encode())
+        atomic.write_json(args.out / f"compare_{args.size}.json", {
             "size": args.size, "frames": args.frames, "warmup": args.warmup, "round": args.round,
             "data": args.data.name, "shots": args.shots, "commit": commit, "dirty": dirty, "machine": machine,
             "load_average": {"start": load0, "end": load1}, "anomalib": version,
             "rows": [{"label": w.label, "ms": w.ms, "peak_rss_mib": w.rss, "describe": w.desc, "error": w.error}
-                     for w in workers]}, indent=1))
+                     for w in workers]})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 from edge_foct.edge_app.evaluation.runner import load_foreground
 from edge_foct.edge_app.inspect_session import open_backbone
 from edge_foct.edge_app.machine_info import describe, machine_info
+from edge_foct.runtime import atomic
 from edge_foct.runtime.config import Config
 from edge_foct.runtime.engines.choose import choose_engine
 from edge_foct.runtime.fit import fit_bank
@@ -135,11 +135,10 @@ def main() -> None:
     md = head + "\n" + "\n".join(lines) + "\n"
     print(md)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"before_after_{args.size}.md").write_text(md)
-        (args.out / f"before_after_{args.size}.json").write_text(json.dumps(
-            {"before": args.before, "after": commit, "size": args.size, "method": args.method,
-             "machine": machine_info(), "load_average": os.getloadavg(), "rows": rows}, indent=1))
+        atomic.write_bytes(args.out / f"before_after_{args.size}.md", md.encode())
+        atomic.write_json(args.out / f"before_after_{args.size}.json",
+                          {"before": args.before, "after": commit, "size": args.size, "method": args.method,
+                           "machine": machine, "load_average": os.getloadavg(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from edge_foct.edge_app.inspect_session import load_backbone
 from edge_foct.edge_app.machine_info import kernel_path, machine_info
 from edge_foct.runtime import atomic
 from edge_foct.runtime.backbone import Backbone
-from edge_foct.runtime.compute_backend import distance_runtime, make_backend, with_engine_distances
+from edge_foct.runtime.compute_backend import Backend, distance_runtime, make_backend, with_engine_distances
 from edge_foct.runtime.errors import EdgeFoctError
 from edge_foct.runtime.fit import default_foreground
 from edge_foct.runtime.foreground import make_foreground
@@ -90,10 +90,10 @@ def category_aspect(cat: Category, n: int = 8) -> float:
 
 def eval_category(cat: Category, specs: list[MethodSpec], shots: list[int], splits: int, seed: int,
                   bb: Backbone, pre: Preprocessor, views: int, pro_limit: float, out: Path,
-                  foreground: Any, fg_note: str, batch: int, jobs: int = 1) -> list[dict[str, Any]]:
+                  foreground: Any, fg_note: str, batch: int, jobs: int = 1,
+                  compute: Backend | None = None) -> list[dict[str, Any]]:
+    """compute: what the methods' maths runs on (``run_eval`` decides it once, as serve does)."""
     with tqdm(total=len(cat.test), desc=f"{cat.name}: test features", unit="img", file=sys.stderr) as bar:
-        # the methods' distance GEMM where serve runs it beside this engine (OpenVINO: on its threads)
-        compute = with_engine_distances(make_backend("numpy", "eval: the NumPy reference"), bb.engine)
         store = FeatureStore(bb, pre, batch, progress=bar.update, compute=compute)
         store.ensure([t.path for t in cat.test])
     store.progress = None
@@ -183,13 +183,16 @@ def run_eval(data: Path | None, elpv: bool, categories: list[str], methods: list
         "threads": plan.to_json() if plan else None,
         "machine": machine_info(), "warnings": [] if bb.info.pretrained else [UNTRAINED_WARNING],
     }
+    # the methods' distance GEMM where serve runs it beside this engine (OpenVINO: on its threads);
+    # decided once: its compiled graphs serve every category
+    compute = with_engine_distances(make_backend("numpy", "eval: the NumPy reference"), bb.engine)
     records: list[dict[str, Any]] = []
     for cat in cats:
         cat_pre = bb.preprocessor(resize, size, aspect=category_aspect(cat)) if keep_aspect else pre
         for a in augments:  # a quarter turn of a non-square input: one line
             support_augment(a, cat_pre.aspect)
         records += eval_category(cat, specs, shots, splits, seed, bb, cat_pre, views, pro_limit, out,
-                                 foreground, fg_note, batch, jobs)
+                                 foreground, fg_note, batch, jobs, compute)
         run["wall_seconds"] = round(time.perf_counter() - t0, 1)
         usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         run["cpu_seconds"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)  # this process + its workers

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from ..knn import nearest_sq_dist, sq_dists
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,16 @@ class Method(ABC):
         None: the method does not state it (the table says so)."""
         return None
 
+    #: the distance GEMMs a method scores with (runtime/knn.py's NumPy ones until ``use_backend``):
+    #: (q (n, D), m (k, D)) -> (n, k) squared distances, and -> nearest row's (n,) distance, (n,) index
+    _sq: Callable = staticmethod(sq_dists)
+    _nearest: Callable = staticmethod(nearest_sq_dist)
+
     def use_backend(self, backend: Any) -> None:
-        """Run the method's transport maths on ``backend`` (runtime/compute_backend.py ``Backend``),
-        decided once at start-up. Methods without GPU kernels keep their NumPy code and ignore it."""
+        """Run the method's maths on ``backend`` (runtime/compute_backend.py ``Backend``), decided once
+        at start-up: every method takes its distance GEMMs (``sq_dists``, ``nearest``: on OpenVINO's
+        threads beside an OpenVINO engine); methods with GPU kernels extend this for them."""
+        self._sq, self._nearest = backend.sq_dists, backend.nearest
 
     # --- online state (no-ops for offline methods) ---------------------------------------------
     def set_gate(self, threshold: float | None) -> None:

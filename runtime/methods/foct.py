@@ -42,7 +42,6 @@ from ..coreset import coreset_size, greedy_coreset
 from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
 from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
-from ..knn import sq_dists
 from ..transport import (backward_map_best, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
                          nn_cost_scale, transport_scores)
 from .base import Method, PatchScores, SupportSet
@@ -127,7 +126,6 @@ class TransportMethod(Method):
         self.gate: float | None = None
         self.queries_seen = 0
         self._fit_navigator, self._distances = fit_navigator, navigator_distances  # NumPy until use_backend
-        self._sq = sq_dists  # the cost GEMM: NumPy until use_backend
 
     # --- memory -----------------------------------------------------------------------------
     @classmethod
@@ -179,10 +177,10 @@ class TransportMethod(Method):
 
     # --- transport --------------------------------------------------------------------------
     def use_backend(self, backend) -> None:
-        """The cost GEMM, the navigator fit and its final distances run on ``backend``
+        """The distance GEMMs (Method's), the navigator fit and its final distances run on ``backend``
         (runtime/compute_backend.py)."""
+        super().use_backend(backend)
         self._fit_navigator, self._distances = backend.fit_navigator, backend.navigator_distances
-        self._sq = backend.sq_dists
 
     def _transport(self, mem: np.ndarray, feats: np.ndarray) -> _Fit:
         """One CT fit of the query feats (Q, D) against mem (M, D)."""

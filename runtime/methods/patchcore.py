@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..coreset import support_coreset
-from ..knn import nearest_sq_dist
 from .base import Method, PatchScores, SupportSet
 
 
@@ -25,7 +24,6 @@ class PatchCore(Method):
     def __init__(self, memory: np.ndarray, params: PatchCoreParams) -> None:
         self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (M, D)
         self.params = params
-        self._nearest = nearest_sq_dist  # the nearest-neighbour search: NumPy until use_backend
 
     @classmethod
     def fit(cls, support: SupportSet, params: PatchCoreParams) -> "PatchCore":
@@ -42,10 +40,6 @@ class PatchCore(Method):
     def flops(cls, m_memory: int, q: int, d: int, params: PatchCoreParams | None = None) -> float:
         # the (q, m) distance GEMM, both sets of squared norms, then add/clamp/argmin per pair
         return 2.0 * m_memory * q * d + 2.0 * (m_memory + q) * d + 4.0 * m_memory * q
-
-    def use_backend(self, backend) -> None:
-        """The nearest-neighbour search runs on ``backend.nearest`` (runtime/compute_backend.py)."""
-        self._nearest = backend.nearest
 
     def score(self, features: np.ndarray, *, update: bool = True) -> PatchScores:
         dist, _ = self._nearest(features, self.memory)  # (Q,)

@@ -42,7 +42,7 @@ def test_cpu_default_is_openvino_or_onnxruntime_cpu_and_numpy(bank, caplog, monk
         monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
     expected = choose.choose_engine().backend  # openvino on an x86 CPU with the extra, else onnxruntime
     handed = []
-    method_cls = type(Bank.load(bank).make_method())  # PatchCore overrides Method.use_backend
+    method_cls = type(Bank.load(bank).make_method())  # the bank's method class, where serve calls it
     monkeypatch.setattr(method_cls, "use_backend", lambda self, backend: handed.append(backend))
     with caplog.at_level(logging.INFO, logger="edge_foct"):
         session = open_session(bank)

@@ -30,18 +30,25 @@ def chromium() -> str:
     pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run does it)")
 
 
-def test_dashboard_shows_live_image_and_verdict_updates(bank, demo_category, tmp_path):  # noqa: F811
-    browser = chromium()
+def alternating_stream(bank, demo_category, tmp_path, pairs: int):  # noqa: F811
+    """A video of ``pairs`` (good, defective) frame pairs and a threshold between the two frames'
+    scores (as decoded from the video), so the verdict alternates. -> good, defective, video, threshold."""
     good = read_image(list_images([str(demo_category / "test" / "good")])[0])
     bad = read_image(list_images([str(demo_category / "test" / "defect")])[0])
-    video = write_video([good, bad] * 4, tmp_path / "alternate.avi", SIZE)
-    # a threshold between the two frames' scores (as decoded from the video), so the verdict alternates
+    video = write_video([good, bad] * pairs, tmp_path / "alternate.avi", SIZE)
     session, frames = open_session(bank, online=False), CaptureSource(video, "video")
     frames.open()
     s_good, s_bad = (session.inspector.inspect(frames.read()).score for _ in range(2))
     frames.close()
     assert s_good != s_bad
-    opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=float(np.mean([s_good, s_bad])))
+    assert s_good < s_bad, (s_good, s_bad)  # the premise: the defect scores higher (a broken distance did not)
+    return good, bad, video, float(np.mean([s_good, s_bad]))
+
+
+def test_dashboard_shows_live_image_and_verdict_updates(bank, demo_category, tmp_path):  # noqa: F811
+    browser = chromium()
+    _, _, video, threshold = alternating_stream(bank, demo_category, tmp_path, 4)
+    opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=threshold)
     # paced at 20 frames/s: Chromium's virtual time runs the page's polling much faster than real time, so
     # the stream must produce several events in the second or so of real time the page is open, on a busy box too
     app = ServeApp(opts, CaptureSource(video, "video", fps=20, loop=True))
@@ -84,15 +91,8 @@ def test_acknowledged_defects_stay_acknowledged_across_a_reload_and_a_restart(ba
     import urllib.request
 
     browser = chromium()
-    good = read_image(list_images([str(demo_category / "test" / "good")])[0])
-    bad = read_image(list_images([str(demo_category / "test" / "defect")])[0])
-    video = write_video([good, bad] * 3, tmp_path / "alternate.avi", SIZE)
-    session, frames = open_session(bank, online=False), CaptureSource(video, "video")
-    frames.open()
-    s_good, s_bad = (session.inspector.inspect(frames.read()).score for _ in range(2))
-    frames.close()
-    opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=float(np.mean([s_good, s_bad])),
-                        lossless=True)
+    good, _, video, threshold = alternating_stream(bank, demo_category, tmp_path, 3)
+    opts = ServeOptions(bank=bank, out=tmp_path / "out", port=0, threshold=threshold, lossless=True)
     app = ServeApp(opts, CaptureSource(video, "video"))
     app.start()
     try:
