@@ -346,7 +346,11 @@ def test_fault_broker_down_and_kill_9(broker, bank, video, tmp_path):  # noqa: F
             if p.poll() is None:
                 p.kill()
     total = sum(len(read_events(o / "events.jsonl")) for o in outs.values())
-    assert wait_for(lambda: sum(m["kind"] == "events" for m in watch.messages()) >= total, timeout=60)
+    arrived = lambda: {n: sum(m["kind"] == "events" and m["station"] == n for m in watch.messages())  # noqa: E731
+                       for n in outs}
+    # on failure, per station: (events written, events arrived, outbox entries left)
+    assert wait_for(lambda: sum(m["kind"] == "events" for m in watch.messages()) >= total, timeout=60), (
+        {n: (len(read_events(o / "events.jsonl")), arrived()[n], outbox(n)) for n, o in outs.items()})
     time.sleep(0.5)  # any late repeat still in flight
     counts = watch.stop()
     messages = watch.messages()
