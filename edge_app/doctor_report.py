@@ -95,7 +95,8 @@ def render(info: dict) -> str:
                      "EfficientNet-Lite0, runs on ONNX Runtime f32 instead; give --bank to see its choice)")
     lines.append(f"  compute: {s['compute_reason']}")
     if s.get("distances") == "openvino":
-        lines.append("  distances: the methods' GEMM on OpenVINO's threads (the transport cost in f32, PatchCore's "
-                     "nearest search in the engine's precision; NumPy's BLAS stays at the plan's count)")
+        lines.append("  distances: the methods' GEMM on OpenVINO's threads (PatchCore's nearest search in the engine's "
+                     "precision; ct / oct / foct's edge transport step as one f32 graph; NumPy's BLAS stays at the "
+                     "plan's count)")
     lines.append(f"  {info['threads']['describe']}")
     return "\n".join(lines)

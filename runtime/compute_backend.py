@@ -36,6 +36,7 @@ class Backend:
     navigator_distances: Callable  # (nav, memory, queries) -> D (M, Q)
     sq_dists: Callable  # (q (n, D), m (k, D)) -> (n, k) squared distances: the methods' one GEMM
     nearest: Callable  # (q (n, D), m (k, D)) -> (n,) squared distance to the nearest row, (n,) its index
+    soft_nn_transport: Callable  # (memory, queries, tau_ratio, rho, select_map) -> transport.SoftNNFit
 
 
 def _numpy_backend(why: str) -> Backend:
@@ -43,16 +44,16 @@ def _numpy_backend(why: str) -> Backend:
 
     return Backend("numpy", f"numpy reference ({why})", sinkhorn.sinkhorn_log, adamw.adamw_step,
                    transport.soft_nn_scores, ct_step.ct_step, transport.fit_navigator, ct_step.navigator_distances,
-                   knn.sq_dists, knn.nearest_sq_dist)
+                   knn.sq_dists, knn.nearest_sq_dist, transport.soft_nn_transport)
 
 
 def _cuda_backend(detail: str) -> Backend:
-    from . import knn
+    from . import knn, transport
     from .cuda import adamw, ct_step, sinkhorn, soft_nn
 
     return Backend("cuda", f"cuda kernels ({detail})", sinkhorn.sinkhorn_log, adamw.adamw_step,
                    soft_nn.soft_nn_scores, ct_step.ct_step, ct_step.fit_navigator, ct_step.navigator_distances,
-                   knn.sq_dists, knn.nearest_sq_dist)
+                   knn.sq_dists, knn.nearest_sq_dist, transport.soft_nn_transport)
 
 
 def decide(prefer: str = "auto") -> tuple[str, str]:
@@ -93,16 +94,18 @@ def distance_runtime(compute: str, engine: str) -> str:
 def with_engine_distances(backend: Backend, engine) -> Backend:
     """``backend`` with the methods' distance GEMM moved onto the backbone engine's runtime where that
     helps (``distance_runtime``), else ``backend`` itself. Today one case: the NumPy backend beside an
-    OpenVINO engine runs the GEMM on OpenVINO's thread pool: the transport cost matrix in f32 (NumPy's
-    numbers to float rounding), PatchCore's nearest search in the engine's precision, centred first
-    (runtime/engines/openvino_distance.py says why and what it gains). Decided once, at start-up."""
+    OpenVINO engine runs on OpenVINO's thread pool the distance matrix in f32 (NumPy's numbers to
+    float rounding), PatchCore's nearest search in the engine's precision, centred first
+    (runtime/engines/openvino_distance.py says why and what it gains), and ct / oct / foct's edge
+    transport step whole, in f32 (runtime/engines/openvino_transport.py). Decided once, at start-up."""
     from .engines.openvino_engine import OpenVinoEngine
 
     kind = "openvino" if isinstance(engine, OpenVinoEngine) else "other"
     if distance_runtime(backend.name, kind) != "openvino":
         return backend
     from .engines.openvino_distance import OpenVinoDistances
+    from .engines.openvino_transport import OpenVinoTransport
 
     dist = OpenVinoDistances(engine.threads, nearest_precision=engine.precision)
-    return replace(backend, sq_dists=dist, nearest=dist.nearest,
-                   description=f"{backend.description}; distances on {dist.description}")
+    return replace(backend, sq_dists=dist, nearest=dist.nearest, soft_nn_transport=OpenVinoTransport(engine.threads),
+                   description=f"{backend.description}; distances on {dist.description}; edge transport too")

@@ -13,7 +13,7 @@ fused (the CUDA kernel in runtime/cuda has the same signature and result).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -75,10 +75,9 @@ def backward_map_best(cost: np.ndarray, scale: float) -> tuple[np.ndarray, tuple
     """cost (M, Q) -> ``backward_map(cost, scale)`` (M, Q), and per memory row its best query patch
     (M,) int64 with that probability (M,): ``episodic.best_queries`` of the map as it was before the
     exponent floor. Rows whose largest exponent is within log(1e5) of ``exp_floor`` (rows no query
-    patch reaches) could have a floored entry as their argmax; they are redone without the floor
-    (subnormal exps: slow, but only those rows), so each pick and probability is the unfloored
-    softmax's: the index of the largest subnormal, or 0 with probability 0 when the whole row
-    underflows (what the map gave before; a row that no query reaches picks no meaningful patch)."""
+    patch reaches) could have a floored entry as their argmax; they are redone in log space, so each
+    pick is the unfloored softmax's argmax (also where every probability of the row underflows float32:
+    the largest log-probability, probability 0) and each probability exp(log p) (subnormal or 0 there)."""
     e = cost - cost.min(axis=0, keepdims=True)
     e *= -scale
     floor = exp_floor(e.dtype)
@@ -89,12 +88,40 @@ def backward_map_best(cost: np.ndarray, scale: float) -> tuple[np.ndarray, tuple
     z = e.sum(axis=0, keepdims=True)  # (1, Q)
     e /= z
     j, p = best_queries(e)
-    if low.size:
+    if low.size:  # log-probabilities e - log z: the unfloored softmax's pick, never an underflowed tie
+        e_low -= np.log(z)
+        j[low] = e_low.argmax(axis=1)
         with np.errstate(under="ignore"):
-            np.exp(e_low, out=e_low)
-            e_low /= z
-        j[low], p[low] = best_queries(e_low)
+            p[low] = np.exp(e_low[np.arange(low.size), j[low]])
     return e, (j, p)
+
+
+class SoftNNFit(NamedTuple):
+    """One soft-nearest-neighbour transport of a query against memory rows (FOCT's edge step)."""
+
+    scores: np.ndarray  # (Q,) float32 s_j = sum_i bwd_ij C_ij
+    best_query: np.ndarray  # (M,) int64 per memory row its best query patch under the selection map
+    best_prob: np.ndarray  # (M,) float32 that patch's probability
+    concentration: float  # mean_j max_i bwd_ij
+    ct_loss: float  # rho * mean_i sum_j C fwd + (1 - rho) * mean_j s_j
+    tau: float  # tau_ratio x nn_cost_scale(C)
+
+
+def soft_nn_transport(memory: np.ndarray, queries: np.ndarray, tau_ratio: float, rho: float = 0.5,
+                      select_map: str = "backward", sq: Callable = sq_dists) -> SoftNNFit:
+    """memory (M, D), queries (Q, D) -> SoftNNFit: the navigator at D = C / tau without an MLP, tau =
+    tau_ratio x the median nearest cost of this query; both maps of C / tau, the scores under the
+    backward one, each memory row's best query patch under ``select_map`` ("backward" | "forward"),
+    the concentration and the CT loss. The NumPy reference of the compute backends'
+    ``soft_nn_transport`` (runtime/engines/openvino_transport.py: one OpenVINO graph, same numbers
+    to float rounding). ``sq``: the distance GEMM (``cost_matrix``)."""
+    cost = cost_matrix(memory, queries, sq)  # (M, Q)
+    tau = tau_ratio * nn_cost_scale(cost)
+    (bwd, best), fwd = backward_map_best(cost, 1.0 / tau), forward_map(cost, 1.0 / tau)  # (M, Q) each
+    if select_map == "forward":
+        best = best_queries(fwd)
+    return SoftNNFit(transport_scores(cost, bwd).astype(np.float32), best[0], best[1].astype(np.float32),
+                     concentration(bwd), ct_loss(cost, fwd, bwd, rho), tau)
 
 
 def transport_scores(cost: np.ndarray, bwd: np.ndarray) -> np.ndarray:

@@ -106,8 +106,9 @@ def run_task(task: Task, ctx: Context | None = None) -> TaskResult:
 
 def _worker_init() -> None:
     """A forked worker: one BLAS thread, and the methods' maths on NumPy. The parent's OpenVINO
-    objects (the engine's distance GEMM, runtime/engines/openvino_distance.py) are not used after a
-    fork: OpenVINO's thread pool does not survive one. NumPy gives the same numbers (float rounding)."""
+    objects (the distance GEMM and the edge transport step, runtime/engines/openvino_distance.py and
+    openvino_transport.py) are not used after a fork: OpenVINO's thread pool does not survive one.
+    NumPy gives the same numbers (float rounding)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)

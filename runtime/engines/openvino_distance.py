@@ -13,7 +13,8 @@ uses and which idles between calls. WRN-50-2 features at 256 px, q (1024, 1024) 
 graph, no (n, k) output) 2.1 ms in f32, against NumPy's 3.8-4.6 ms (benchmarks/README.md "CPU engines").
 
 Precision, two cases:
-- the matrix (ct / oct / foct's transport cost) is always f32: it goes through softmaxes of -C / tau,
+- the matrix (the transport cost of ct / oct / foct's paper preset; their edge step runs whole in
+  runtime/engines/openvino_transport.py) is always f32: it goes through softmaxes of -C / tau,
   which amplify absolute errors by 1 / tau; it equals NumPy's to float rounding (<= 1e-5 of the
   largest term, the same nearest row), so tau, the scores and the online memory's choices are the
   reference's (tests/runtime/engines/test_openvino_distance.py).

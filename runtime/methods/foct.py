@@ -42,8 +42,8 @@ from ..coreset import coreset_size, greedy_coreset
 from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
 from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
-from ..transport import (backward_map_best, concentration, cost_matrix, ct_loss, fit_navigator, forward_map,
-                         nn_cost_scale, transport_scores)
+from ..transport import (SoftNNFit, backward_map_best, concentration, cost_matrix, ct_loss, fit_navigator,
+                         forward_map, nn_cost_scale, soft_nn_transport, transport_scores)
 from .base import Method, PatchScores, SupportSet
 
 log = logging.getLogger(__name__)
@@ -177,23 +177,27 @@ class TransportMethod(Method):
 
     # --- transport --------------------------------------------------------------------------
     def use_backend(self, backend) -> None:
-        """The distance GEMMs (Method's), the navigator fit and its final distances run on ``backend``
-        (runtime/compute_backend.py)."""
+        """The distance GEMMs (Method's), the edge transport step, the navigator fit and its final
+        distances run on ``backend`` (runtime/compute_backend.py)."""
         super().use_backend(backend)
         self._fit_navigator, self._distances = backend.fit_navigator, backend.navigator_distances
+        self._soft_nn_transport = backend.soft_nn_transport
+
+    def _soft_nn_transport(self, mem: np.ndarray, feats: np.ndarray, tau_ratio: float, rho: float,
+                           select_map: str) -> SoftNNFit:
+        """The edge step on NumPy until ``use_backend`` (``transport.soft_nn_transport``, with this
+        method's distance GEMM)."""
+        return soft_nn_transport(mem, feats, tau_ratio, rho, select_map, sq=self._sq)
 
     def _transport(self, mem: np.ndarray, feats: np.ndarray) -> _Fit:
         """One CT fit of the query feats (Q, D) against mem (M, D)."""
         p = self.params
+        if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: D = C / tau, a soft nearest neighbour
+            # the numbers of soft_nn_scores(mem, feats, tau), with the selection's best rows
+            fit = self._soft_nn_transport(mem, feats, p.tau_ratio, p.rho, p.select_map)
+            return _Fit(fit.scores, (fit.best_query, fit.best_prob), fit.concentration, fit.ct_loss, 0, fit.tau)
         cost = cost_matrix(mem, feats, self._sq)  # (M, Q)
         tau = p.tau_ratio * nn_cost_scale(cost)
-        if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: D = C / tau, a soft nearest neighbour
-            # the numbers of soft_nn_scores(mem, feats, tau), with the backward map kept for the selection
-            (bwd, best), fwd = backward_map_best(cost, 1.0 / tau), forward_map(cost, 1.0 / tau)  # (M, Q) each
-            scores = transport_scores(cost, bwd)  # (Q,)
-            best = best_queries(fwd) if p.select_map == "forward" else best
-            return _Fit(scores.astype(np.float32), best, concentration(bwd),
-                        ct_loss(cost, fwd, bwd, p.rho), 0, tau)
         dim, hidden = mem.shape[1], (p.hidden1, p.hidden2)
         nav = (navigator.soft_nn_init(dim, hidden, tau) if p.navigator_init == "soft_nn"  # warm start
                else navigator.torch_default_init(dim, hidden, seed=[p.seed, self.queries_seen, len(mem)]))

@@ -24,6 +24,7 @@ from edge_foct.runtime.methods import SupportSet, make_params, method_class
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edge-foct[openvino]')")
 from edge_foct.runtime.engines.openvino_distance import OpenVinoDistances  # noqa: E402
 from edge_foct.runtime.engines.openvino_engine import OpenVinoEngine, cpu_precision  # noqa: E402
+from edge_foct.runtime.engines.openvino_transport import OpenVinoTransport  # noqa: E402
 
 
 def _pair(rng, n, k, d):
@@ -112,7 +113,8 @@ def test_only_the_numpy_backend_beside_openvino_takes_it(random_backbone):
 
 @pytest.mark.parametrize("name", ["patchcore", "foct/edge", "oct/edge", "ct/edge"])
 def test_methods_score_the_same_with_the_openvino_gemm(rng, random_backbone, name):
-    """Scores, online admissions and memory growth equal the NumPy backend's, frame after frame."""
+    """Scores, online admissions and memory growth equal the NumPy backend's, frame after frame (the
+    transport methods' edge step runs as one OpenVINO graph)."""
     method, preset = name.split("/") if "/" in name else (name, None)
     feats = rng.standard_normal((2, 400, 24)).astype(np.float32)
     fg = np.ones((2, 400), bool)
@@ -123,8 +125,10 @@ def test_methods_score_the_same_with_the_openvino_gemm(rng, random_backbone, nam
     ref, ov = cls.fit(support, params), cls.fit(support, params)
     f32_engine = OpenVinoEngine(random_backbone, precision="f32", threads=2)
     ov.use_backend(with_engine_distances(make_backend("numpy", "test"), f32_engine))
-    moved = ov._nearest.__self__ if method == "patchcore" else ov._sq
-    assert isinstance(moved, OpenVinoDistances)
+    if method == "patchcore":
+        assert isinstance(ov._nearest.__self__, OpenVinoDistances)
+    else:  # the edge transport step whole, one OpenVINO graph (its GEMM inside)
+        assert isinstance(ov._soft_nn_transport, OpenVinoTransport) and isinstance(ov._sq, OpenVinoDistances)
     for i in range(4):
         frame = (feats[i % 2] + 0.5 * rng.standard_normal((400, 24))).astype(np.float32)
         if i == 3:
