@@ -18,8 +18,16 @@ the test set itself) and the rule in force. Numbers on a category are never from
 choose. Also: the false-alarm budget rule (``--max-false-alarms``) per category, and the rule
 chosen on all five categories (the one `edge-foct fit` ships).
 
+``nested`` (issue 12, fourth pass): the family chosen on the other four too, by a criterion fixed
+a priori (``flat`` in-sample objective, ``inner`` leave-one-category-out on the four, ``minimax``),
+or no pick at all (``ensemble``: the geometric mean of the families, each with its own constants
+chosen on the other four, as ``runtime.threshold.ENSEMBLES`` ships it). ``add-line`` adds the
+support's line views' scores (``runtime.augment.line_views``, ``calibrate(line=...)``) to the runs of
+an existing cache (``collect`` records them for new caches).
+
     python benchmarks/threshold_loco.py collect --backbone effnet-expand-tf.onnx
     python benchmarks/threshold_loco.py report
+    python benchmarks/threshold_loco.py nested --criteria flat inner:1 minimax ensemble --sets blend-loo,loo-max-cal
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from edge_foct.edge_app.evaluation.protocol import FeatureStore, draw_split, lim
 from edge_foct.edge_app.machine_info import machine_info
 from edge_foct.edge_app.evaluation.metrics import oracle_threshold
 from edge_foct.runtime import threshold as thresholds
+from edge_foct.runtime.augment import LINE_SEED  # line views of support image i: seed LINE_SEED + i
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.foreground import make_foreground
 from edge_foct.runtime.fit import mask_to_grid
@@ -46,8 +55,6 @@ from edge_foct.runtime.methods import SupportSet, make_params, method_class
 from edge_foct.runtime.preprocess import Preprocessor
 
 MAX_CAL = 16
-#: line views of support image i: seed LINE_SEED + i, as `fit` draws them (runtime/fit.py, seed 0)
-from edge_foct.runtime.augment import LINE_SEED  # noqa: E402
 CAL_SIZES = (0, 4, 8, 16)
 
 
@@ -96,7 +103,7 @@ class _Recorder:
 
 
 class _RecordedMethod:
-    def __init__(self, m, tag: str, rec: "_Recorder") -> None:
+    def __init__(self, m, tag: str, rec: _Recorder) -> None:
         self.m, self.tag, self.rec = m, tag, rec
 
     def __getattr__(self, name):
@@ -414,7 +421,7 @@ def _line_rule(rule: str, a, b, thr):
     return (1.0 + a) * float(_loo(thr).max()) * ratio ** b
 
 
-_W2 = tuple(round(0.1 * i, 1) for i in range(0, 21))  # 0 .. 2
+_W2 = tuple(round(0.1 * i, 1) for i in range(21))  # 0 .. 2
 
 # tried in the fourth pass (2026-12-02, s15; benchmarks/threshold_rules.md "Issue 12, fourth pass"), not
 # shipped: pseudo-calibration from the support's own line views, no calibration images
@@ -783,8 +790,8 @@ def nested(args) -> None:
     criterion fixed a priori (``--criteria``), at the given shots and calibration sizes."""
     base = load(args.cache)
     runs_all = with_stat(base, "max")
-    out = ["| shots | cal | candidate families | criterion | nested FA + misses | oracle | gap | worst category FA "
-           "| family per held-out category |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [("| shots | cal | candidate families | criterion | nested FA + misses | oracle | gap | worst category FA "
+            "| family per held-out category |"), "|---|---|---|---|---|---|---|---|---|"]
     for shots in args.report_shots:
         runs = [r for r in runs_all if r["shots"] == shots]
         for n_cal in args.cal:

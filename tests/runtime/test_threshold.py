@@ -242,10 +242,12 @@ def test_line_views_are_scored_against_the_same_memories(rng):
     assert t.value == plain.value and t.samples == plain.samples and plain.line_samples == ()
     assert len(t.line_samples) == len(t.line_self_samples) == 3 * 2
     assert min(t.line_samples) >= min(t.line_self_samples)  # the full memory holds the image itself
-    one = calibrate("patchcore", params, SupportSet(support.features[:1], None, support.grid), views[:1], line=line[:1])
+    one = calibrate("patchcore", params, SupportSet(support.features[:1], None, support.grid), views[:1],
+                    line=line[:1])
     assert one.line_samples == () and len(one.line_self_samples) == 2
     back = Threshold.from_json(t.to_json())
-    assert back.line_samples == pytest.approx(t.line_samples) and Threshold.from_json(plain.to_json()).line_samples == ()
+    assert back.line_samples == pytest.approx(t.line_samples)
+    assert Threshold.from_json(plain.to_json()).line_samples == ()
     img = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
     a, b = line_views(img, 3, seed=5), line_views(img, 3, seed=5)
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and a[0].shape == img.shape
@@ -298,7 +300,8 @@ def test_shipped_rules_per_support_size_and_calibration():
     for k, bucket in SHIPPED_RULES.items():
         assert bucket["none"][0] == FAMILIES[k]["none"] and bucket["cal"][0] == FAMILIES[k]["cal"]
         assert all(k >= RULES[r].min_support for r, _ in bucket.values())  # defined at that support size
-    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (-0.05, 0.5, -0.1, 0.5)) and SHIPPED_RULES[1]["cal"][0] == "blend-loo"
+    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (-0.05, 0.5, -0.1, 0.5))
+    assert SHIPPED_RULES[1]["cal"][0] == "blend-loo"
     # one family per support size and calibration (none for K = 1 reads a leave-one-out)
     assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "geo-loo-cal", "geo-loo-cal", "geo-loo-cal",
                                                             "geo-loo-cal"]
