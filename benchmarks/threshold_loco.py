@@ -18,8 +18,16 @@ the test set itself) and the rule in force. Numbers on a category are never from
 choose. Also: the false-alarm budget rule (``--max-false-alarms``) per category, and the rule
 chosen on all five categories (the one `edge-foct fit` ships).
 
+``nested`` (issue 12, fourth pass): the family chosen on the other four too, by a criterion fixed
+a priori (``flat`` in-sample objective, ``inner`` leave-one-category-out on the four, ``minimax``),
+or no pick at all (``ensemble``: the geometric mean of the families, each with its own constants
+chosen on the other four, as ``runtime.threshold.ENSEMBLES`` ships it). ``add-line`` adds the
+support's line views' scores (``runtime.augment.line_views``, ``calibrate(line=...)``) to the runs of
+an existing cache (``collect`` records them for new caches).
+
     python benchmarks/threshold_loco.py collect --backbone effnet-expand-tf.onnx
     python benchmarks/threshold_loco.py report
+    python benchmarks/threshold_loco.py nested --criteria flat inner:1 minimax ensemble --sets blend-loo,loo-max-cal
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from edge_foct.edge_app.evaluation.protocol import FeatureStore, draw_split, lim
 from edge_foct.edge_app.machine_info import machine_info
 from edge_foct.edge_app.evaluation.metrics import oracle_threshold
 from edge_foct.runtime import threshold as thresholds
+from edge_foct.runtime.augment import LINE_SEED  # line views of support image i: seed LINE_SEED + i
 from edge_foct.runtime.backbone import Backbone
 from edge_foct.runtime.foreground import make_foreground
 from edge_foct.runtime.fit import mask_to_grid
@@ -78,10 +87,11 @@ def image_stats(s: np.ndarray) -> dict[str, float]:
 
 class _Recorder:
     """Wraps a method class so ``thresholds.calibrate`` records every view's patch scores (tagged
-    full / loo memory) without fitting or scoring anything twice."""
+    full / loo memory, and ``line_`` while the line views are scored: ``self.line``, set by the view
+    callables of ``calibrate_recorded``) without fitting or scoring anything twice."""
 
     def __init__(self, cls) -> None:
-        self.cls, self.log, self._fits = cls, [], 0
+        self.cls, self.log, self._fits, self.line = cls, [], 0, False
 
     def __getattr__(self, name):
         return getattr(self.cls, name)
@@ -89,20 +99,57 @@ class _Recorder:
     def fit(self, support, params):
         tag = "full" if self._fits == 0 else "loo"
         self._fits += 1
-        return _RecordedMethod(self.cls.fit(support, params), tag, self.log)
+        return _RecordedMethod(self.cls.fit(support, params), tag, self)
 
 
 class _RecordedMethod:
-    def __init__(self, m, tag: str, log: list) -> None:
-        self.m, self.tag, self.log = m, tag, log
+    def __init__(self, m, tag: str, rec: _Recorder) -> None:
+        self.m, self.tag, self.rec = m, tag, rec
 
     def __getattr__(self, name):
         return getattr(self.m, name)
 
     def score(self, v, update: bool = False):
         r = self.m.score(v, update=update)
-        self.log.append((self.tag, image_stats(r.scores)))
+        self.rec.log.append((("line_" if self.rec.line else "") + self.tag, image_stats(r.scores)))
         return r
+
+
+def line_features(store: FeatureStore, path, n: int, seed: int) -> np.ndarray:
+    """(n, Q, D) features of ``runtime.augment.line_views`` of one image, cached in the store as
+    ("line", path, seed, i)."""
+    from edge_foct.runtime.augment import line_views
+
+    keys = [("line", path, seed, i) for i in range(n)]
+    if any(k not in store._feats for k in keys):
+        imgs = line_views(read_image(path), n, seed=seed)
+        store._embed(keys, lambda k: imgs[k[3]])
+    return np.stack([store._feats[k] for k in keys])
+
+
+def calibrate_recorded(name: str, cls, params, support, vf: np.ndarray, lf: np.ndarray | None):
+    """``thresholds.calibrate`` (with the line views ``lf`` when given) -> (Threshold, stats
+    {STAT: {self, loo, line_self, line_loo}}) of every view it scored."""
+    rec = _Recorder(cls)
+
+    def views(i):
+        rec.line = False
+        return vf[i]
+
+    def line(i):
+        rec.line = True
+        return lf[i]
+
+    orig = thresholds.method_class
+    thresholds.method_class = lambda _name: rec
+    try:
+        learnt = thresholds.calibrate(name, params, support, views, line=None if lf is None else line)
+    finally:
+        thresholds.method_class = orig
+    stats = {k: {tag: [st[k] for t, st in rec.log if t == full] for tag, full in
+                 (("self", "full"), ("loo", "loo"), ("line_self", "line_full"), ("line_loo", "line_loo"))}
+             for k in STATS}
+    return learnt, stats
 
 
 def test_subset(cat, max_test: int | None, seed: int = 0) -> list[int]:
@@ -113,8 +160,8 @@ def test_subset(cat, max_test: int | None, seed: int = 0) -> list[int]:
     return [i for i, t in enumerate(cat.test) if t in kept]
 
 
-def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8,
-                subset: list[int] | None = None) -> dict:
+def support_of(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn):
+    """-> (method name, class, params, support paths, stream order, SupportSet) of one run."""
     name, _, preset = spec.partition("/")
     cls = method_class(name)
     params = make_params(name, {}, preset or None)
@@ -124,15 +171,16 @@ def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_
     if cls.uses_foreground and fg_fn is not None:
         fg = np.stack([mask_to_grid(fg_fn(store.pre.crop_rgb(read_image(p)))[0], store.pre.grid)
                        for p in support_paths])
-    support = SupportSet(feats, fg, store.pre.grid)
+    return name, cls, params, support_paths, order, SupportSet(feats, fg, store.pre.grid)
+
+
+def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_fn, views: int = 8,
+                subset: list[int] | None = None, line: bool = True) -> dict:
+    name, cls, params, support_paths, order, support = support_of(cat, store, spec, shots, split, fg_fn)
     vf = np.stack([store.views(None, p, views, seed=i) for i, p in enumerate(support_paths)])
-    rec = _Recorder(cls)
-    orig = thresholds.method_class
-    thresholds.method_class = lambda _name: rec
-    try:
-        learnt = thresholds.calibrate(name, params, support, vf)
-    finally:
-        thresholds.method_class = orig
+    lf = np.stack([line_features(store, p, views, LINE_SEED + i) for i, p in enumerate(support_paths)]) \
+        if line else None
+    learnt, view_stats = calibrate_recorded(name, cls, params, support, vf, lf)
     method = cls.fit(support, params)
     method.set_gate(learnt.value)
     cal = calibration_paths(cat.train, support_paths, split, shots)
@@ -145,9 +193,7 @@ def collect_one(cat, store: FeatureStore, spec: str, shots: int, split: int, fg_
             test_stats[i] = image_stats(method.score(store[cat.test[i].path], update=True).scores)
     test_stats = [test_stats[i] for i in sorted(keep)]  # the subset, in the test set's order
     col = lambda rows, k: [r[k] for r in rows]  # noqa: E731
-    stats = {k: {"test": col(test_stats, k), "cal": col(cal_stats, k),
-                 "self": [st[k] for tag, st in rec.log if tag == "full"],
-                 "loo": [st[k] for tag, st in rec.log if tag == "loo"]} for k in STATS}
+    stats = {k: {"test": col(test_stats, k), "cal": col(cal_stats, k), **view_stats[k]} for k in STATS}
     return {"scores": np.array(stats["max"]["test"]), "order": order, "cal": np.array(stats["max"]["cal"]),
             "threshold": learnt.to_json(), "support": [p.name for p in support_paths], "stats": stats}
 
@@ -196,6 +242,63 @@ def collect(args) -> None:
         del store
 
 
+def add_line(args) -> None:
+    """Add the line views' scores (``Threshold.line_samples`` / ``line_self_samples`` and the
+    ``line_loo`` / ``line_self`` stats) to the runs of an existing cache (``--source``), written as
+    a new cache (``--cache``): each run's support is drawn again, ``calibrate`` re-run with the line
+    views, and its leave-one-out samples checked against the cached ones (same draw, same scores).
+    Test and calibration scores are copied, not recomputed. Caches without these fields stay readable."""
+    bb = Backbone.load(args.backbone)
+    pre = Preprocessor(args.size, args.size)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    fg_fn = make_foreground()
+    meta = json.loads((args.source / "meta.json").read_text())
+    meta["line_views"] = {"added_by": "threshold_loco.py add-line", "shots": args.shots, "machine": machine_info()}
+    (args.cache / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    data = args.data
+    if meta.get("elpv"):
+        from edge_foct.edge_app.datasets.elpv import elpv_root
+
+        data = elpv_root()
+    cats = {c.name: c for c in find_categories(data, None)}
+    for f in sorted(args.source.glob("*__*.json")):
+        out = args.cache / f.name
+        if out.exists():
+            continue
+        d = json.loads(f.read_text())
+        cat = cats[d["category"]]
+        store = FeatureStore(bb, pre, 8)
+        t0 = time.time()
+        for r in d["runs"]:
+            if r["shots"] not in args.shots:
+                continue
+            name, cls, params, paths, _, support = support_of(cat, store, d["method"], r["shots"], r["split"], fg_fn)
+            if [p.name for p in paths] != r["support"]:
+                raise SystemExit(f"{f.name} shots {r['shots']} split {r['split']}: support draw differs "
+                                 f"({[p.name for p in paths]} vs {r['support']})")
+            vf = np.stack([store.views(None, p, 8, seed=i) for i, p in enumerate(paths)])
+            lf = np.stack([line_features(store, p, 8, LINE_SEED + i) for i, p in enumerate(paths)])
+            learnt, view_stats = calibrate_recorded(name, cls, params, support, vf, lf)
+            old = np.array(r["threshold"]["samples"])
+            rel = float(np.max(np.abs(old - learnt.samples) / np.maximum(np.abs(old), 1e-9)))
+            if rel > 0.05:  # another method version than the cache's: its scores are not comparable
+                raise SystemExit(f"{f.name} shots {r['shots']} split {r['split']}: leave-one-out samples differ "
+                                 f"from the cache by up to {rel:.1%} (re-collect this method)")
+            if rel > 1e-3:
+                print(f"{f.name} shots {r['shots']} split {r['split']}: leave-one-out samples within {rel:.2%} "
+                      f"of the cache", file=sys.stderr, flush=True)
+            tj = learnt.to_json()
+            r["threshold"]["line_samples"], r["threshold"]["line_self_samples"] = tj["line_samples"], \
+                tj["line_self_samples"]
+            if r.get("stats"):
+                for k in STATS:
+                    r["stats"][k]["line_loo"] = view_stats[k]["line_loo"]
+                    r["stats"][k]["line_self"] = view_stats[k]["line_self"]
+        out.write_text(json.dumps(d))
+        print(f"{f.name}: line views added, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        del store
+
+
 # ------------------------------------------------------------------------------------------ report
 
 def load(cache: Path) -> list[dict]:
@@ -220,7 +323,8 @@ def with_stat(runs: list[dict], stat: str) -> list[dict]:
     for r in runs:
         st = r["stats"][stat]
         thr = replace(r["threshold"], samples=tuple(st["loo"]), self_samples=tuple(st["self"]),
-                      value=max(st["self"]), patch_quantiles=())
+                      value=max(st["self"]), patch_quantiles=(), line_samples=tuple(st.get("line_loo", ())),
+                      line_self_samples=tuple(st.get("line_self", ())))
         out.append({**{k: v for k, v in r.items() if not k.startswith("_")}, "scores": np.array(st["test"]),
                     "cal": np.array(st["cal"]), "threshold": thr})
     return out
@@ -300,6 +404,34 @@ EXTRA_RULES.update({
 })
 
 
+def _line_rule(rule: str, a, b, thr):
+    """The rules on the support's line views (``runtime.augment.line_views``, scored by
+    ``calibrate(line=...)``): loo max x (median line view / median view)^b, against the leave-one-out
+    memories (``loo-max-line``; one support image: its own memory) or the full memory
+    (``loo-max-jitter``); ``line-max``: the largest line-view score x shift^b. Without line views
+    (an older cache) the ratio is 1 and the line maximum is the views' maximum."""
+    loo_side = bool(thr.samples and thr.line_samples) and rule != "loo-max-jitter"
+    base = np.asarray(thr.samples if loo_side else (thr.self_samples or thr.samples) or (thr.value,), np.float64)
+    line = np.asarray(thr.line_samples if loo_side else thr.line_self_samples, np.float64)
+    if rule == "line-max":
+        top = float(line.max()) if line.size else float(base.max())
+        return top * (1.0 + a) * thresholds.shift_ratio(thr) ** b
+    med = float(np.median(base))
+    ratio = float(np.median(line)) / med if line.size and med > 0 else 1.0
+    return (1.0 + a) * float(_loo(thr).max()) * ratio ** b
+
+
+_W2 = tuple(round(0.1 * i, 1) for i in range(21))  # 0 .. 2
+
+# tried in the fourth pass (2026-12-02, s15; benchmarks/threshold_rules.md "Issue 12, fourth pass"), not
+# shipped: pseudo-calibration from the support's own line views, no calibration images
+EXTRA_RULES.update({
+    "loo-max-line": (False, thresholds._grid(_A, _W2), lambda a, b, t, c: _line_rule("loo-max-line", a, b, t)),
+    "loo-max-jitter": (False, thresholds._grid(_A, _W2), lambda a, b, t, c: _line_rule("loo-max-jitter", a, b, t)),
+    "line-max": (False, thresholds._grid(_A, _B), lambda a, b, t, c: _line_rule("line-max", a, b, t)),
+})
+
+
 def defined(rule: str, shots: int) -> bool:
     """Whether ``rule`` is defined at this support size (runtime.threshold.RuleSpec.min_support)."""
     return rule not in thresholds.RULES or shots >= thresholds.RULES[rule].min_support
@@ -314,6 +446,8 @@ def family(rule: str) -> tuple[bool, tuple, object]:
 
 
 def rule_threshold(rule: str, const, thr, cal: np.ndarray):
+    if rule in thresholds.ENSEMBLES:  # each member falls back to support-shift without calibration images
+        return thresholds.apply_rule(rule, tuple(const), thr, cal)
     needs, _, fn = family(rule)
     cal = np.asarray(cal, np.float64)
     cal = cal[np.isfinite(cal)]
@@ -355,6 +489,16 @@ def choose(runs: list[dict], n_cal: int, rules=None) -> tuple[str, tuple[float, 
     best = None
     k = min(r["shots"] for r in runs)
     for rule in (rules or [thresholds.family_for(k, n_cal)]):
+        if rule in thresholds.ENSEMBLES:  # each member's constants chosen on its own, as nested_ensemble
+            if not defined(rule, k) or thresholds.RULES[rule].needs_calibration != (n_cal > 0):
+                continue
+            const = tuple(c for m in thresholds.ENSEMBLES[rule] for c in choose(runs, n_cal, [m])[1])
+            per = evaluate(runs, rule, const, n_cal)
+            fa = np.array([v[0] for v in per.values()])
+            obj = float(np.mean([sum(v) for v in per.values()]) + 2.0 * np.maximum(fa - FA_CAP, 0.0).sum())
+            if best is None or obj < best[0]:
+                best = (obj, rule, const)
+            continue
         needs, grid, _ = family(rule)
         if needs != (n_cal > 0):  # calibration images given: a rule that reads them
             continue
@@ -411,7 +555,7 @@ def report(args) -> None:
                 rule, c = choose(train, n)
                 fa, miss = evaluate(test, rule, c, n)[held]
                 sums[n].append(fa + miss)
-                cells.append(f"{fa * 100:.0f} / {miss * 100:.0f} ({rule} {c[0]:g}, {c[1]:g})")
+                cells.append(f"{fa * 100:.0f} / {miss * 100:.0f} ({rule} {', '.join(f'{x:g}' for x in c)})")
             out.append(f"| {held} | " + " | ".join(cells) + " |")
         out.append("| **mean false alarms + misses** | " + " | ".join(
             f"{np.mean(sums[k]) * 100:.1f}" for k in ["oracle", "current", *CAL_SIZES]) + " |")
@@ -457,7 +601,7 @@ def report(args) -> None:
         sel = [r for r in runs if r["shots"] == shots]
         for n in CAL_SIZES:
             rule, c = choose(sel, n)
-            out.append(f"- {shots}-shot, {n} calibration images: `{rule}` constants a, b = {c[0]:g}, {c[1]:g}")
+            out.append(f"- {shots}-shot, {n} calibration images: `{rule}` constants {', '.join(f'{x:g}' for x in c)}")
     for budget in args.budgets:
         out.append(f"- budget {budget:.0%}: line shift {choose_budget_shift(runs, budget):g}")
     print("\n".join(out))
@@ -492,7 +636,7 @@ def explore(args) -> None:
     and the per-category diagnostics of the support-to-line shift."""
     base = load(args.cache)
     stats = [s for s in STATS if base[0].get("stats") and s in (args.stats or STATS)] or ["max"]
-    fams = list(thresholds.RULES) + list(EXTRA_RULES)
+    fams = [f for f in thresholds.RULES if f not in thresholds.ENSEMBLES] + list(EXTRA_RULES)
     out = ["| statistic | rule family | shots | cal | LOCO FA + misses | oracle | gap | worst category FA |",
            "|---|---|---|---|---|---|---|---|"]
     for stat in stats:
@@ -539,6 +683,147 @@ def explore(args) -> None:
                             if r["category"] == cat and r["shots"] == shots]) * 100 for s in stats]
             out.append(f"| {cat} | {shots} | " + " | ".join(f"{x:.2f}" for x in v[:5]) + f" | {v[5] * 100:.0f} % | "
                        f"{v[6] * 100:.0f} % | {auc * 100:.1f} | " + " / ".join(f"{x:.0f}" for x in orc) + " |")
+    print("\n".join(out))
+
+
+# ------------------------------------------------------------------------------------------ nested
+
+def grid_tables(runs: list[dict], rules, n_cal: int, per_method: bool = False) -> dict:
+    """rule -> (categories, FA (C, G), misses (C, G)) over its constant grid, methods pooled (or, per
+    method: (rule, method) -> the same over that method's runs): every later choice only indexes rows."""
+    out = {}
+    groups = sorted({r["method"] for r in runs}) if per_method else [None]
+    k = min(r["shots"] for r in runs)
+    for rule in rules:
+        if family(rule)[0] != (n_cal > 0) or not defined(rule, k):
+            continue
+        for m in groups:
+            sel = [r for r in runs if m in (None, r["method"])]
+            out[(rule, m)] = evaluate_grid(sel, rule, n_cal)
+    return out
+
+
+def constants_on(table, cats: list[str]) -> tuple[int, float]:
+    """The grid index minimising the objective of ``choose`` on ``cats`` -> (index, objective)."""
+    names, fa, miss = table
+    rows = [names.index(c) for c in cats]
+    f, m = fa[rows], miss[rows]
+    obj = (f + m).mean(axis=0) + 2.0 * np.maximum(f - FA_CAP, 0.0).sum(axis=0)
+    i = int(np.argmin(obj))
+    return i, float(obj[i])
+
+
+def family_score(table, cats: list[str], criterion: str, lam: float) -> float:
+    """How well a family generalises across ``cats``: ``flat`` = its in-sample objective (constants
+    chosen on all of cats, as ``choose``); ``inner`` = inner leave-one-category-out on cats (each held
+    out, constants chosen on the rest) -> mean FA + misses + lam x max(0, worst category FA - FA_CAP);
+    ``minimax`` = inner LOCO's worst category FA + misses."""
+    names, fa, miss = table
+    if criterion == "flat":
+        i, obj = constants_on(table, cats)
+        worst = max(fa[names.index(c), i] for c in cats)
+        return obj + lam * max(0.0, worst - FA_CAP)
+    held = []
+    for c in cats:
+        i, _ = constants_on(table, [x for x in cats if x != c])
+        held.append((fa[names.index(c), i], miss[names.index(c), i]))
+    held = np.array(held)
+    if criterion == "minimax":
+        return float(held.sum(axis=1).max())
+    return float(held.sum(axis=1).mean() + lam * max(0.0, held[:, 0].max() - FA_CAP))
+
+
+def nested_loco(runs: list[dict], rules, n_cal: int, criterion: str, lam: float,
+                per_method: bool = False) -> tuple[float, float, float, dict]:
+    """Fully nested: for each held-out category the family AND its constants are chosen on the other
+    four (family by ``family_score``, constants by ``constants_on``) -> (mean FA + misses over held-out
+    categories, oracle mean, worst category FA, {held: chosen family (per method: {method: family})})."""
+    tables = grid_tables(runs, rules, n_cal, per_method)
+    cats = sorted({r["category"] for r in runs})
+    methods = sorted({r["method"] for r in runs}) if per_method else [None]
+    sums, fas, orcs, chosen = [], [], [], {}
+    for h in cats:
+        train = [c for c in cats if c != h]
+        res = []
+        for m in methods:
+            fams = [t for t in tables if t[1] == m]
+            best = min(fams, key=lambda t: (family_score(tables[t], train, criterion, lam), t[0]))
+            i, _ = constants_on(tables[best], train)
+            names, fa, miss = tables[best]
+            res.append((fa[names.index(h), i], miss[names.index(h), i]))
+            chosen.setdefault(h, {})[m] = best[0]
+        fa_h, miss_h = np.mean(res, axis=0)  # methods weigh equally (pooled tables: one entry)
+        sums.append(fa_h + miss_h)
+        fas.append(fa_h)
+        test = [r for r in runs if r["category"] == h]
+        orcs.append(np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in test]))
+    return float(np.mean(sums)), float(np.mean(orcs)), float(max(fas)), chosen
+
+
+def nested_ensemble(runs: list[dict], rules, n_cal: int, per_method: bool = False) -> tuple[float, float, float, dict]:
+    """No family choice: the threshold is the geometric mean of every family's threshold in ``rules``,
+    each family's constants chosen on the other four categories (``constants_on``) -> as ``nested_loco``."""
+    tables = grid_tables(runs, rules, n_cal, per_method)
+    cats = sorted({r["category"] for r in runs})
+    methods = sorted({r["method"] for r in runs}) if per_method else [None]
+    sums, fas, orcs, chosen = [], [], [], {}
+    for h in cats:
+        train = [c for c in cats if c != h]
+        res = []
+        for m in methods:
+            consts = {t[0]: tuple(family(t[0])[1][constants_on(tables[t], train)[0]]) for t in tables if t[1] == m}
+            chosen.setdefault(h, {})[m] = ", ".join(f"{f} {c[0]:g}/{c[1]:g}" for f, c in consts.items())
+            for r in runs:
+                if r["category"] == h and m in (None, r["method"]):
+                    logs = [np.log(rule_threshold(f, c, r["threshold"], r["cal"][:n_cal])) for f, c in consts.items()]
+                    res.append(rates(r, float(np.exp(np.mean(logs)))))
+        fa_h, miss_h = np.mean(res, axis=0)
+        sums.append(fa_h + miss_h)
+        fas.append(fa_h)
+        test = [r for r in runs if r["category"] == h]
+        orcs.append(np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in test]))
+    return float(np.mean(sums)), float(np.mean(orcs)), float(max(fas)), chosen
+
+
+def nested(args) -> None:
+    """Issue 12, fourth pass, item 1: the family chosen on the other four categories too, by a
+    criterion fixed a priori (``--criteria``), at the given shots and calibration sizes."""
+    base = load(args.cache)
+    runs_all = with_stat(base, "max")
+    out = [("| shots | cal | candidate families | criterion | nested FA + misses | oracle | gap | worst category FA "
+            "| family per held-out category |"), "|---|---|---|---|---|---|---|---|---|"]
+    for shots in args.report_shots:
+        runs = [r for r in runs_all if r["shots"] == shots]
+        for n_cal in args.cal:
+            allf = [f for f in [*thresholds.RULES, *EXTRA_RULES] if f not in thresholds.ENSEMBLES
+                    and family(f)[0] == (n_cal > 0) and defined(f, shots)]
+            if args.families:
+                allf = [f for f in allf if f in args.families]
+            sets = {"every family": allf}
+            ship = [f for f in dict.fromkeys(b["cal" if n_cal else "none"] for b in thresholds.FAMILIES.values())
+                    if f in allf]
+            if len(ship) > 1:
+                sets["shipped (" + ", ".join(ship) + ")"] = ship
+            for f in args.singles:
+                if f in allf:
+                    sets[f] = [f]
+            for group in args.sets:
+                fs = [f for f in group.split(",") if f in allf]
+                if fs:
+                    sets[" + ".join(fs)] = fs
+            for label, fams in sets.items():
+                for crit in args.criteria:
+                    c, _, lam = crit.partition(":")
+                    if c == "ensemble":
+                        if len(fams) < 2:
+                            continue
+                        m, o, w, ch = nested_ensemble(runs, fams, n_cal, args.per_method)
+                    else:
+                        m, o, w, ch = nested_loco(runs, fams, n_cal, c, float(lam or 0), args.per_method)
+                    picks = "; ".join(f"{h}: {'/'.join(v.values())}" for h, v in ch.items()) if len(fams) > 1 else ""
+                    out.append(f"| {shots} | {n_cal} | {label} | {crit}{' per method' if args.per_method else ''} "
+                               f"| {m * 100:.1f} | {o * 100:.1f} | {(m - o) * 100:+.1f} | {w * 100:.0f} | {picks} |")
+                    print(out[-1], file=sys.stderr, flush=True)
     print("\n".join(out))
 
 
@@ -672,6 +957,24 @@ def main() -> None:
     e.add_argument("--cal", nargs="*", type=int, default=[0, 8])
     e.add_argument("--per-method", action="store_true")
     e.add_argument("--stats", nargs="*", default=None, help=f"per-image statistics to try (default all: {STATS})")
+    n = sub.add_parser("nested")
+    n.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
+    n.add_argument("--report-shots", nargs="*", type=int, default=[2])
+    n.add_argument("--cal", nargs="*", type=int, default=[0, 4, 8, 16])
+    n.add_argument("--criteria", nargs="*", default=["flat", "flat:1", "inner:0", "inner:1", "minimax"],
+                   help="family criterion[:lambda]: flat (in-sample objective, as choose), inner (inner LOCO on "
+                        "the four: mean + lambda x max(0, worst FA - 25 %%)), minimax (inner LOCO's worst category)")
+    n.add_argument("--families", nargs="*", default=None, help="restrict the candidate families")
+    n.add_argument("--singles", nargs="*", default=[], help="also report these families alone")
+    n.add_argument("--per-method", action="store_true", help="family and constants chosen per method")
+    n.add_argument("--sets", nargs="*", default=[], help="more candidate sets, comma-separated families")
+    a = sub.add_parser("add-line")
+    a.add_argument("--backbone", required=True)
+    a.add_argument("--source", type=Path, required=True, help="an existing cache (read only)")
+    a.add_argument("--cache", type=Path, required=True, help="the new cache, with the line views' scores")
+    a.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    a.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4])
+    a.add_argument("--size", type=int, default=256)
     v = sub.add_parser("verdict")
     v.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     v.add_argument("--unseen", type=Path, default=None, help="a cache of categories outside --cache (ELPV)")
@@ -681,7 +984,8 @@ def main() -> None:
     v.add_argument("--budget", type=float, default=0.05)
     v.add_argument("--out", type=Path, default=Path("benchmarks/results/verdict"))
     args = ap.parse_args()
-    {"collect": collect, "report": report, "explore": explore, "verdict": verdict}[args.cmd](args)
+    {"collect": collect, "add-line": add_line, "report": report, "explore": explore, "nested": nested,
+     "verdict": verdict}[args.cmd](args)
 
 
 if __name__ == "__main__":

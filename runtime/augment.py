@@ -33,3 +33,25 @@ def jitter_views(rgb: np.ndarray, n: int, seed: int = 0, shift: float = 0.02, an
         v = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         views.append(np.clip(v.astype(np.float32) * g + b, 0, 255).astype(np.uint8))
     return views
+
+
+#: the line views' jitter (issue 12, fourth pass): what a production line changes between parts that a
+#: support photo does not show (pose, placement, zoom, light, focus). Fixed a priori, larger than the
+#: threshold views' camera jitter above; not tuned on any category.
+LINE_JITTER = {"shift": 0.04, "angle": 6.0, "scale": 0.04, "gain": 0.10}
+LINE_BLUR = 1.0  # Gaussian blur sigma drawn in [0, LINE_BLUR] pixels (of the full image)
+LINE_SEED = 1000  # line views of support image i use seed LINE_SEED + seed + i: other draws than its jitter views
+
+
+def line_views(rgb: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
+    """n "line views" of rgb (H, W, 3) uint8: ``jitter_views`` with ``LINE_JITTER`` (rotation +-6 deg,
+    shift +-4 %, zoom +-4 %, brightness/contrast +-10 %), then a Gaussian blur of sigma in
+    [0, LINE_BLUR] px (scaled to the image: sigma x max(H, W) / 256). Deterministic for a seed."""
+    views = jitter_views(rgb, n, seed=seed, **LINE_JITTER)
+    rng = np.random.default_rng([seed, 7])
+    scale = max(rgb.shape[:2]) / 256.0
+    out = []
+    for v in views:
+        s = float(rng.uniform(0.0, LINE_BLUR)) * scale
+        out.append(cv2.GaussianBlur(v, (0, 0), s) if s > 0.05 else v)
+    return out

@@ -47,12 +47,16 @@ def test_calibrate_folder_sets_the_rule_and_is_recorded(tmp_path, demo_category,
 
     from edge_foct.runtime.threshold import shipped_rule
 
-    rule, (a, w) = shipped_rule(2, 8)
-    assert t["rule"] == rule == "loo-max-cal" and tuple(t["constants"]) == (a, w)
-    # the support images' highest score against a memory of the others, moved to the calibration images'
-    # level (their median over the median leave-one-out score) to the power w
-    level = np.median(t["calibration"]) / np.median(t["samples"])
-    assert t["value"] == pytest.approx((1 + a) * max(t["samples"]) * level ** w, rel=1e-5)
+    rule, (a1, w1, a2, w2) = shipped_rule(2, 8)
+    assert t["rule"] == rule == "geo-loo-cal" and tuple(t["constants"]) == (a1, w1, a2, w2)
+    # the geometric mean of two thresholds, by hand from what the manifest records: the support images'
+    # highest score against a memory of the others moved to the calibration images' level (their median
+    # over the median leave-one-out score) to the power w1 (loo-max-cal), and that highest score blended
+    # with the highest calibration score, weight w2 (blend-loo)
+    loo_max, level = max(t["samples"]), np.median(t["calibration"]) / np.median(t["samples"])
+    loo_max_cal = (1 + a1) * loo_max * level ** w1
+    blend_loo = (1 + a2) * loo_max ** (1 - w2) * max(t["calibration"]) ** w2
+    assert t["value"] == pytest.approx(np.sqrt(loo_max_cal * blend_loo), rel=1e-5)
 
 
 def test_max_false_alarms_budget(tmp_path, demo_category, random_backbone):

@@ -207,6 +207,53 @@ def test_calibrate_streams_the_views_and_bounds_the_fits(rng, monkeypatch):
     assert a.value == b.value and a.samples == b.samples
 
 
+def test_ensemble_rule_is_the_geometric_mean_of_its_members():
+    """Issue 12, fourth pass: ``geo-loo-cal`` averages loo-max-cal and blend-loo (log scale), each with
+    its own constants, instead of picking one of them per support size."""
+    from edge_foct.runtime.threshold import ENSEMBLES, RULES, apply_rule
+
+    base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.5), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.5)
+    cal = [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2]
+    assert ENSEMBLES["geo-loo-cal"] == ("loo-max-cal", "blend-loo")
+    assert RULES["geo-loo-cal"].needs_calibration and RULES["geo-loo-cal"].min_support == 2
+    one, two = apply_rule("loo-max-cal", (0.1, 0.4), base, cal), apply_rule("blend-loo", (-0.2, 0.7), base, cal)
+    assert one != pytest.approx(two)  # else the mean would not be tested
+    g = apply_rule("geo-loo-cal", (0.1, 0.4, -0.2, 0.7), base, cal)
+    assert g == pytest.approx(np.sqrt(one * two)) and min(one, two) < g < max(one, two)
+    # the members' order is the constants' order; without calibration images both fall back as they do alone
+    assert apply_rule("geo-loo-cal", (-0.2, 0.7, 0.1, 0.4), base, cal) != pytest.approx(g)
+    assert apply_rule("geo-loo-cal", (0.1, 0.4, 0.1, 0.4), base, []) == pytest.approx(
+        apply_rule("support-shift", (0.1, 0.4), base))
+    with pytest.raises(EdgeFoctError, match="4 constants"):
+        apply_rule("geo-loo-cal", (0.1, 0.4), base, cal)
+
+
+def test_line_views_are_scored_against_the_same_memories(rng):
+    """The fourth pass's measurement hook (benchmarks/threshold_loco.py add-line): ``calibrate(line=...)``
+    scores each support image's line views against the full memory and against the memory it was left
+    out of, without changing the threshold; a bank without them reads back with none."""
+    from edge_foct.runtime.augment import jitter_views, line_views
+
+    support, views = support_and_views(rng, k=3, v=2)
+    params = make_params("patchcore")
+    line = views + 0.2  # (K, L, Q, D): any other features
+    plain = calibrate("patchcore", params, support, views)
+    t = calibrate("patchcore", params, support, views, line=line)
+    assert t.value == plain.value and t.samples == plain.samples and plain.line_samples == ()
+    assert len(t.line_samples) == len(t.line_self_samples) == 3 * 2
+    assert min(t.line_samples) >= min(t.line_self_samples)  # the full memory holds the image itself
+    one = calibrate("patchcore", params, SupportSet(support.features[:1], None, support.grid), views[:1],
+                    line=line[:1])
+    assert one.line_samples == () and len(one.line_self_samples) == 2
+    back = Threshold.from_json(t.to_json())
+    assert back.line_samples == pytest.approx(t.line_samples)
+    assert Threshold.from_json(plain.to_json()).line_samples == ()
+    img = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    a, b = line_views(img, 3, seed=5), line_views(img, 3, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and a[0].shape == img.shape
+    assert not np.array_equal(a[0], jitter_views(img, 1, seed=5)[0])  # stronger than the threshold's jitter
+
+
 def test_fit_defaults_are_bounded():
     from pathlib import Path
 
@@ -253,10 +300,11 @@ def test_shipped_rules_per_support_size_and_calibration():
     for k, bucket in SHIPPED_RULES.items():
         assert bucket["none"][0] == FAMILIES[k]["none"] and bucket["cal"][0] == FAMILIES[k]["cal"]
         assert all(k >= RULES[r].min_support for r, _ in bucket.values())  # defined at that support size
-    assert SHIPPED_RULES[2]["cal"] == ("loo-max-cal", (-0.05, 0.5)) and SHIPPED_RULES[1]["cal"][0] == "blend-loo"
+    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (-0.05, 0.5, -0.1, 0.5))
+    assert SHIPPED_RULES[1]["cal"][0] == "blend-loo"
     # one family per support size and calibration (none for K = 1 reads a leave-one-out)
-    assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "loo-max-cal", "loo-max-cal", "blend-loo",
-                                                            "blend-loo"]
+    assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "geo-loo-cal", "geo-loo-cal", "geo-loo-cal",
+                                                            "geo-loo-cal"]
     assert all(family_for(k, 0) == "loo-max" for k in (1, 2, 4))
     assert all(shipped_rule(k, n)[0] == family_for(k, n) for k in (1, 2, 3, 4, 9) for n in (0, 8))
     rule, const = SHIPPED_RULES[2]["none"]
@@ -264,7 +312,8 @@ def test_shipped_rules_per_support_size_and_calibration():
     t = finalise(base, 2, cal)
     rule, const = SHIPPED_RULES[2]["cal"]
     assert t.rule == rule and t.value == pytest.approx(apply_rule(rule, const, base, cal))
-    assert t.value == pytest.approx(0.95 * 2.5 * (med / 2.25) ** 0.5)
+    # the geometric mean of loo-max-cal (-0.05, 0.5) and blend-loo (-0.1, 0.5), by hand
+    assert t.value == pytest.approx(np.sqrt(0.95 * 2.5 * (med / 2.25) ** 0.5 * 0.9 * 2.5 ** 0.5 * 2.0 ** 0.5))
     assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.constants == const
     # 8 calibration images, at most 2 above the threshold: reliable; without them the disagreeing supports are said
     assert finalise(base, 2, cal).warning is None
