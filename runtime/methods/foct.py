@@ -18,7 +18,9 @@ PatchCore). Presets:
   nearest-neighbour cost, so step 0 is a soft nearest neighbour; ``steps`` warm AdamW steps
   (0 by default: fitting did not pay, benchmarks/README.md); one fit shared by selection and
   scoring (the query is scored, then admitted). With steps = 0 no MLP runs: the soft-NN maps
-  (``transport.soft_nn_scores``' numbers) come from the same cost matrix PatchCore computes.
+  (``transport.soft_nn_scores``' numbers) come from the same cost matrix PatchCore computes, in one
+  step (``transport.soft_nn_transport``; beside an OpenVINO engine one f32 graph,
+  runtime/engines/openvino_transport.py).
   Sparse pairs (each query's k nearest rows) are not offered: at steps = 0 the dense soft NN
   costs one GEMM, the one needed to find those k rows anyway, so sparsity saves nothing.
 
