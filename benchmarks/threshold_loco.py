@@ -359,8 +359,6 @@ def _loo(thr) -> np.ndarray:
 EXTRA_RULES = {
     "self-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(t.self_samples or (t.value,)))
                     * (1 + a) * thresholds.shift_ratio(t) ** b),
-    "loo-median": (False, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(_loo(t)))
-                   * (1 + a) * thresholds.shift_ratio(t) ** b),
     "cal-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.median(c))
                   * (1 + a) * thresholds.shift_ratio(t) ** b),
     "cal-max-shift": (True, thresholds._grid(_A, _B), lambda a, b, t, c: float(np.max(c))

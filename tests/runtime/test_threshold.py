@@ -210,7 +210,9 @@ def test_calibrate_streams_the_views_and_bounds_the_fits(rng, monkeypatch):
 def test_ensemble_rule_is_the_geometric_mean_of_its_members():
     """Issue 12, fourth pass: ``geo-loo-cal`` averages loo-max-cal and blend-loo (log scale), each with
     its own constants, instead of picking one of them per support size."""
-    from edge_foct.runtime.threshold import ENSEMBLES, RULES, apply_rule
+    from dataclasses import replace
+
+    from edge_foct.runtime.threshold import ENSEMBLES, RULES, SHIPPED_RULES, apply_rule, finalise
 
     base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.5), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.5)
     cal = [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2]
@@ -226,6 +228,15 @@ def test_ensemble_rule_is_the_geometric_mean_of_its_members():
         apply_rule("support-shift", (0.1, 0.4), base))
     with pytest.raises(EdgeFoctError, match="4 constants"):
         apply_rule("geo-loo-cal", (0.1, 0.4), base, cal)
+    # geo-loo (4+ support images, no calibration images): loo-max and loo-median, by hand
+    shift = 2.25 / 0.75  # median leave-one-out / median self-view score
+    assert ENSEMBLES["geo-loo"] == ("loo-max", "loo-median") and not RULES["geo-loo"].needs_calibration
+    assert apply_rule("loo-median", (0.2, 0.5), base) == pytest.approx(2.25 * 1.2 * shift ** 0.5)
+    assert apply_rule("geo-loo", (-0.1, 0.0, 0.2, 0.0), base) == pytest.approx(np.sqrt(2.5 * 0.9 * 2.25 * 1.2))
+    four = replace(base, samples=(2.0, 2.5, 1.5, 3.0))
+    t = finalise(four, 4)
+    assert (t.rule, t.constants) == SHIPPED_RULES[4]["none"] == ("geo-loo", (-0.1, 0.0, 0.2, 0.0))
+    assert t.value == pytest.approx(np.sqrt(3.0 * 0.9 * 2.25 * 1.2))
 
 
 def test_line_views_are_scored_against_the_same_memories(rng):
@@ -305,7 +316,7 @@ def test_shipped_rules_per_support_size_and_calibration():
     # one family per support size and calibration (none for K = 1 reads a leave-one-out)
     assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "geo-loo-cal", "geo-loo-cal", "geo-loo-cal",
                                                             "geo-loo-cal"]
-    assert all(family_for(k, 0) == "loo-max" for k in (1, 2, 4))
+    assert [family_for(k, 0) for k in (1, 2, 3, 4, 16)] == ["loo-max", "loo-max", "loo-max", "geo-loo", "geo-loo"]
     assert all(shipped_rule(k, n)[0] == family_for(k, n) for k in (1, 2, 3, 4, 9) for n in (0, 8))
     rule, const = SHIPPED_RULES[2]["none"]
     assert finalise(base, 2).value == pytest.approx(apply_rule(rule, const, base))
