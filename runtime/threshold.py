@@ -462,8 +462,9 @@ def apply_rule(rule: str, const: tuple[Any, ...], thr: Threshold, cal: np.ndarra
     raise EdgeFoctError(f"unknown threshold rule {rule!r}; known: {', '.join(RULES)}")
 
 
-#: the budget rule's line shift (1 + shift), chosen leave-one-category-out (threshold_loco.py)
-BUDGET_SHIFT = 0.2
+#: the budget rule's line shift (1 + shift), chosen on all five categories (threshold_loco.py; each
+#: category's reported rate under the shift chosen on the other four)
+BUDGET_SHIFT = 0.25
 BUDGET_SHIFT_GRID = tuple(round(0.05 * i, 2) for i in range(-4, 17))  # -0.2 .. 0.8
 
 
@@ -491,11 +492,13 @@ def budget_threshold(budget: float, thr: Threshold, cal: np.ndarray | tuple = ()
 #: the rules `edge-foct fit` applies, per support size (1, 2-3, 4+ images), without and with
 #: calibration images (the 8-image choice), chosen on all five categories of ../shared/data (PatchCore,
 #: PatchCore+ and FOCT/edge on the default backbone efficientnet-lite0:output:tf, 5 splits) by
-#: benchmarks/threshold_loco.py; the numbers it reports for each category come from a choice made on
-#: the other four (benchmarks/threshold_rules.md)
+#: benchmarks/threshold_loco.py, on the fourth pass's score cache (FOCT/edge re-collected on the current
+#: FOCT: stop 15 moved the 2-shot constant -0.1 -> -0.15 and BUDGET_SHIFT 0.2 -> 0.25 to that cache's
+#: choice); the numbers it reports for each category come from a choice made on the other four
+#: (benchmarks/threshold_rules.md)
 SHIPPED_RULES: dict[int, dict[str, tuple[str, tuple[float, ...]]]] = {
     1: {"none": ("loo-max", (0.7, 0.0)), "cal": ("blend-loo", (0.15, 0.8))},
-    2: {"none": ("loo-max", (-0.1, 0.0)), "cal": ("geo-loo-cal", (-0.05, 0.5, -0.1, 0.5))},
+    2: {"none": ("loo-max", (-0.15, 0.0)), "cal": ("geo-loo-cal", (-0.05, 0.5, -0.1, 0.5))},
     4: {"none": ("geo-loo", (-0.1, 0.0, 0.2, 0.0)), "cal": ("geo-loo-cal", (-0.05, 0.6, -0.05, 0.5))},
 }
 
