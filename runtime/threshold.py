@@ -31,6 +31,8 @@ line score higher than the support's own views: the ratio of leave-one-out to se
 and the scores of extra good calibration images, ``fit --calibrate DIR``), or a false-alarm budget
 (``fit --max-false-alarms 5%``). The rule and its constants were chosen leave-one-category-out over
 the five categories of ../shared/data (benchmarks/threshold_loco.py, benchmarks/threshold_rules.md).
+Without calibration images it is ``loo-max`` (the largest leave-one-out score, scaled), from four
+support images on ``geo-loo`` (its geometric mean with the median leave-one-out score's rule).
 With two or more support images and calibration images it is ``geo-loo-cal`` (FAMILIES): the
 geometric mean of two thresholds, each with its own constants chosen leave-one-category-out:
 ``loo-max-cal`` (the largest leave-one-out score moved to the calibration images' level: their
@@ -385,7 +387,8 @@ RULES: dict[str, RuleSpec] = {
 #: rules that are the geometric mean of other rules' thresholds; constants: each member's (a, b) in turn.
 #: Picking one family on four categories cost the fifth up to 15 points (issue 12, third pass); the mean
 #: of the two families makes no such pick (fourth pass: benchmarks/threshold_rules.md)
-ENSEMBLES: dict[str, tuple[str, ...]] = {"geo-loo-cal": ("loo-max-cal", "blend-loo"), "geo-loo": ("loo-max", "loo-median")}
+ENSEMBLES: dict[str, tuple[str, ...]] = {"geo-loo-cal": ("loo-max-cal", "blend-loo"),
+                                         "geo-loo": ("loo-max", "loo-median")}
 
 
 #: the families `fit` ships per support size (1, 2-3, 4+ images), without and with calibration images.
