@@ -731,12 +731,10 @@ def family_score(table, cats: list[str], criterion: str, lam: float) -> float:
     return float(held.sum(axis=1).mean() + lam * max(0.0, held[:, 0].max() - FA_CAP))
 
 
-def nested_loco(runs: list[dict], rules, n_cal: int, criterion: str, lam: float,
-                per_method: bool = False) -> tuple[float, float, float, dict]:
-    """Fully nested: for each held-out category the family AND its constants are chosen on the other
-    four (family by ``family_score``, constants by ``constants_on``) -> (mean FA + misses over held-out
-    categories, oracle mean, worst category FA, {held: chosen family (per method: {method: family})})."""
-    tables = grid_tables(runs, rules, n_cal, per_method)
+def _held_out(runs: list[dict], per_method: bool, pick) -> tuple[float, float, float, dict]:
+    """The nested protocols' loop: for each held-out category h and method group m (None: pooled),
+    ``pick(h, train, m)`` -> ((false-alarm, miss) rates on h to average, what was chosen) ->
+    (mean FA + misses over held-out categories, oracle mean, worst category FA, {h: {m: chosen}})."""
     cats = sorted({r["category"] for r in runs})
     methods = sorted({r["method"] for r in runs}) if per_method else [None]
     sums, fas, orcs, chosen = [], [], [], {}
@@ -744,43 +742,48 @@ def nested_loco(runs: list[dict], rules, n_cal: int, criterion: str, lam: float,
         train = [c for c in cats if c != h]
         res = []
         for m in methods:
-            fams = [t for t in tables if t[1] == m]
-            best = min(fams, key=lambda t: (family_score(tables[t], train, criterion, lam), t[0]))
-            i, _ = constants_on(tables[best], train)
-            names, fa, miss = tables[best]
-            res.append((fa[names.index(h), i], miss[names.index(h), i]))
-            chosen.setdefault(h, {})[m] = best[0]
-        fa_h, miss_h = np.mean(res, axis=0)  # methods weigh equally (pooled tables: one entry)
-        sums.append(fa_h + miss_h)
-        fas.append(fa_h)
-        test = [r for r in runs if r["category"] == h]
-        orcs.append(np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in test]))
-    return float(np.mean(sums)), float(np.mean(orcs)), float(max(fas)), chosen
-
-
-def nested_ensemble(runs: list[dict], rules, n_cal: int, per_method: bool = False) -> tuple[float, float, float, dict]:
-    """No family choice: the threshold is the geometric mean of every family's threshold in ``rules``,
-    each family's constants chosen on the other four categories (``constants_on``) -> as ``nested_loco``."""
-    tables = grid_tables(runs, rules, n_cal, per_method)
-    cats = sorted({r["category"] for r in runs})
-    methods = sorted({r["method"] for r in runs}) if per_method else [None]
-    sums, fas, orcs, chosen = [], [], [], {}
-    for h in cats:
-        train = [c for c in cats if c != h]
-        res = []
-        for m in methods:
-            consts = {t[0]: tuple(family(t[0])[1][constants_on(tables[t], train)[0]]) for t in tables if t[1] == m}
-            chosen.setdefault(h, {})[m] = ", ".join(f"{f} {c[0]:g}/{c[1]:g}" for f, c in consts.items())
-            for r in runs:
-                if r["category"] == h and m in (None, r["method"]):
-                    logs = [np.log(rule_threshold(f, c, r["threshold"], r["cal"][:n_cal])) for f, c in consts.items()]
-                    res.append(rates(r, float(np.exp(np.mean(logs)))))
+            rates_h, chosen.setdefault(h, {})[m] = pick(h, train, m)
+            res.extend(rates_h)
         fa_h, miss_h = np.mean(res, axis=0)
         sums.append(fa_h + miss_h)
         fas.append(fa_h)
         test = [r for r in runs if r["category"] == h]
         orcs.append(np.mean([sum(oracle_threshold(r["labels"], r["scores"])[1:]) for r in test]))
     return float(np.mean(sums)), float(np.mean(orcs)), float(max(fas)), chosen
+
+
+def nested_loco(runs: list[dict], rules, n_cal: int, criterion: str, lam: float,
+                per_method: bool = False) -> tuple[float, float, float, dict]:
+    """Fully nested: for each held-out category the family AND its constants are chosen on the other
+    four (family by ``family_score``, constants by ``constants_on``) -> (mean FA + misses over held-out
+    categories, oracle mean, worst category FA, {held: chosen family (per method: {method: family})})."""
+    tables = grid_tables(runs, rules, n_cal, per_method)
+
+    def pick(h, train, m):
+        fams = [t for t in tables if t[1] == m]
+        best = min(fams, key=lambda t: (family_score(tables[t], train, criterion, lam), t[0]))
+        i, _ = constants_on(tables[best], train)
+        names, fa, miss = tables[best]
+        return [(fa[names.index(h), i], miss[names.index(h), i])], best[0]  # methods weigh equally
+
+    return _held_out(runs, per_method, pick)
+
+
+def nested_ensemble(runs: list[dict], rules, n_cal: int, per_method: bool = False) -> tuple[float, float, float, dict]:
+    """No family choice: the threshold is the geometric mean of every family's threshold in ``rules``,
+    each family's constants chosen on the other four categories (``constants_on``) -> as ``nested_loco``."""
+    tables = grid_tables(runs, rules, n_cal, per_method)
+
+    def pick(h, train, m):
+        consts = {t[0]: tuple(family(t[0])[1][constants_on(tables[t], train)[0]]) for t in tables if t[1] == m}
+        res = []
+        for r in runs:
+            if r["category"] == h and m in (None, r["method"]):
+                logs = [np.log(rule_threshold(f, c, r["threshold"], r["cal"][:n_cal])) for f, c in consts.items()]
+                res.append(rates(r, float(np.exp(np.mean(logs)))))
+        return res, ", ".join(f"{f} {c[0]:g}/{c[1]:g}" for f, c in consts.items())
+
+    return _held_out(runs, per_method, pick)
 
 
 def nested(args) -> None:
