@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,6 +74,34 @@ def _graph(ov, d: int, nearest: bool):
     return ov.Model([dist.output(0), top.output(1)], params, f"nearest_d{d}")
 
 
+class RequestCache:
+    """One compiled model and infer request per key, compiled on OpenVINO's CPU plugin the first time
+    the key is asked for (``threads`` inference threads, latency hint, one stream); released with the
+    cache. What the methods' small graphs here and in openvino_transport.py share."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+        self._handles: dict = {}
+        weakref.finalize(self, _release_all, self._handles)
+
+    def get(self, key, model: Callable[[], Any], precision: str):
+        """The infer request for ``key``; ``model()`` builds its ov.Model when it is not compiled yet."""
+        handles = self._handles.get(key)
+        if handles is None:
+            config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision}
+            if self.threads:
+                config["INFERENCE_NUM_THREADS"] = int(self.threads)
+            compiled = shared_core().compile_model(model(), "CPU", config)
+            handles = self._handles[key] = {"request": compiled.create_infer_request(), "compiled": compiled}
+        return handles["request"]
+
+
+def _release_all(handles: dict) -> None:
+    for h in handles.values():
+        _release(h)
+    handles.clear()
+
+
 class OpenVinoDistances:
     """Callable ``(q (n, D), m (k, D)[, m_norms]) -> (n, k)`` squared distances, clamped at 0.
 
@@ -86,23 +115,14 @@ class OpenVinoDistances:
         if nearest_precision not in ("f32", "bf16"):
             raise ValueError(f"nearest_precision {nearest_precision!r}: 'f32' or 'bf16'")
         self.threads, self.nearest_precision = threads, nearest_precision
-        self._requests: dict[tuple[int, bool], dict] = {}
+        self._requests = RequestCache(threads)
         self._lock = threading.Lock()
         self.description = (f"openvino {self._ov_mod.__version__.split('-')[0]} [CPU, matrix f32, nearest "
                             f"{nearest_precision}, {threads or 'default'} threads]")
 
     def _request(self, d: int, nearest: bool):
-        handles = self._requests.get((d, nearest))
-        if handles is None:
-            precision = self.nearest_precision if nearest else "f32"
-            config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": precision}
-            if self.threads:
-                config["INFERENCE_NUM_THREADS"] = int(self.threads)
-            compiled = shared_core().compile_model(_graph(self._ov_mod, d, nearest), "CPU", config)
-            handles = {"request": compiled.create_infer_request(), "compiled": compiled}
-            weakref.finalize(self, _release, handles)
-            self._requests[(d, nearest)] = handles
-        return handles["request"]
+        return self._requests.get((d, nearest), lambda: _graph(self._ov_mod, d, nearest),
+                                  self.nearest_precision if nearest else "f32")
 
     @staticmethod
     def _inputs(q: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

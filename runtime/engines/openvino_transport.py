@@ -29,13 +29,12 @@ first time it is seen; one infer request each, behind a lock.
 from __future__ import annotations
 
 import threading
-import weakref
 
 import numpy as np
 
 from ..transport import SoftNNFit, exp_floor
-from .openvino_distance import _ops
-from .openvino_engine import _release, import_openvino, shared_core
+from .openvino_distance import RequestCache, _ops
+from .openvino_engine import import_openvino
 
 
 def _graph(ov, d: int, rho: float, select_map: str):
@@ -101,23 +100,13 @@ class OpenVinoTransport:
     def __init__(self, threads: int | None = None) -> None:
         self._ov_mod = import_openvino()
         self.threads = threads
-        self._requests: dict[tuple[int, float, str], dict] = {}
+        self._requests = RequestCache(threads)
         self._lock = threading.Lock()
         self.description = (f"openvino {self._ov_mod.__version__.split('-')[0]} [CPU, f32, "
                             f"{threads or 'default'} threads]")
 
     def _request(self, d: int, rho: float, select_map: str):
-        key = (d, float(rho), select_map)
-        handles = self._requests.get(key)
-        if handles is None:
-            config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
-            if self.threads:
-                config["INFERENCE_NUM_THREADS"] = int(self.threads)
-            compiled = shared_core().compile_model(_graph(self._ov_mod, d, rho, select_map), "CPU", config)
-            handles = {"request": compiled.create_infer_request(), "compiled": compiled}
-            weakref.finalize(self, _release, handles)
-            self._requests[key] = handles
-        return handles["request"]
+        return self._requests.get((d, float(rho), select_map), lambda: _graph(self._ov_mod, d, rho, select_map), "f32")
 
     def __call__(self, memory: np.ndarray, queries: np.ndarray, tau_ratio: float, rho: float = 0.5,
                  select_map: str = "backward") -> SoftNNFit:
