@@ -117,7 +117,16 @@ def soft_nn_transport(memory: np.ndarray, queries: np.ndarray, tau_ratio: float,
     to float rounding). ``sq``: the distance GEMM (``cost_matrix``)."""
     cost = cost_matrix(memory, queries, sq)  # (M, Q)
     tau = tau_ratio * nn_cost_scale(cost)
-    (bwd, best), fwd = backward_map_best(cost, 1.0 / tau), forward_map(cost, 1.0 / tau)  # (M, Q) each
+    return fit_from_maps(cost, cost, 1.0 / tau, tau, rho, select_map)
+
+
+def fit_from_maps(cost: np.ndarray, d: np.ndarray, scale: float, tau: float, rho: float = 0.5,
+                  select_map: str = "backward") -> SoftNNFit:
+    """cost (M, Q), and the distances the two maps are softmaxes of, -scale * d (M, Q): the cost itself at
+    scale 1 / tau (the soft nearest neighbour) or a fitted navigator's distances at scale 1 -> SoftNNFit
+    (scores under the backward map, best query patch per memory row under ``select_map``,
+    concentration, CT loss; ``tau`` recorded)."""
+    (bwd, best), fwd = backward_map_best(d, scale), forward_map(d, scale)  # (M, Q) each
     if select_map == "forward":
         best = best_queries(fwd)
     return SoftNNFit(transport_scores(cost, bwd).astype(np.float32), best[0], best[1].astype(np.float32),

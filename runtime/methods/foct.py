@@ -43,9 +43,8 @@ from .. import navigator
 from ..coreset import coreset_size, greedy_coreset
 from ..ct_step import navigator_distances
 from ..errors import EdgeFoctError
-from ..episodic import EpisodicMemory, admissible, best_queries, select_candidates
-from ..transport import (SoftNNFit, backward_map_best, concentration, cost_matrix, ct_loss, fit_navigator,
-                         forward_map, nn_cost_scale, soft_nn_transport, transport_scores)
+from ..episodic import EpisodicMemory, admissible, select_candidates
+from ..transport import SoftNNFit, cost_matrix, fit_from_maps, fit_navigator, nn_cost_scale, soft_nn_transport
 from .base import Method, PatchScores, SupportSet
 
 log = logging.getLogger(__name__)
@@ -109,6 +108,11 @@ class _Fit(NamedTuple):
     ct_loss: float
     steps: int
     tau: float
+
+    @classmethod
+    def of(cls, t: SoftNNFit, steps: int) -> "_Fit":
+        """The transport's result (runtime/transport.py ``SoftNNFit``) after ``steps`` navigator steps."""
+        return cls(t.scores, (t.best_query, t.best_prob), t.concentration, t.ct_loss, steps, t.tau)
 
 
 class TransportMethod(Method):
@@ -196,8 +200,7 @@ class TransportMethod(Method):
         p = self.params
         if p.navigator_init == "soft_nn" and p.steps == 0:  # no MLP: D = C / tau, a soft nearest neighbour
             # the numbers of soft_nn_scores(mem, feats, tau), with the selection's best rows
-            fit = self._soft_nn_transport(mem, feats, p.tau_ratio, p.rho, p.select_map)
-            return _Fit(fit.scores, (fit.best_query, fit.best_prob), fit.concentration, fit.ct_loss, 0, fit.tau)
+            return _Fit.of(self._soft_nn_transport(mem, feats, p.tau_ratio, p.rho, p.select_map), 0)
         cost = cost_matrix(mem, feats, self._sq)  # (M, Q)
         tau = p.tau_ratio * nn_cost_scale(cost)
         dim, hidden = mem.shape[1], (p.hidden1, p.hidden2)
@@ -205,10 +208,7 @@ class TransportMethod(Method):
                else navigator.torch_default_init(dim, hidden, seed=[p.seed, self.queries_seen, len(mem)]))
         self._fit_navigator(cost, mem, feats, nav, p.steps, p.lr, p.weight_decay, p.rho)
         dist = self._distances(nav, mem, feats)  # (M, Q)
-        (bwd, best), fwd = backward_map_best(dist, 1.0), forward_map(dist)
-        best = best_queries(fwd) if p.select_map == "forward" else best
-        return _Fit(transport_scores(cost, bwd).astype(np.float32), best, concentration(bwd),
-                    ct_loss(cost, fwd, bwd, p.rho), p.steps, tau)
+        return _Fit.of(fit_from_maps(cost, dist, 1.0, tau, p.rho, p.select_map), p.steps)
 
     def _admit(self, fit: _Fit, feats: np.ndarray, row_fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> the query patch indices admitted to the fg and the bg part."""
