@@ -33,6 +33,7 @@ an existing cache (``collect`` records them for new caches).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -786,6 +787,36 @@ def nested_ensemble(runs: list[dict], rules, n_cal: int, per_method: bool = Fals
     return _held_out(runs, per_method, pick)
 
 
+def nested_pairs(runs: list[dict], rules, n_cal: int) -> tuple[float, float, float, dict]:
+    """A family alone or a pair of families (the geometric mean of their thresholds), chosen together
+    with every member's constants on the other four categories by ``choose``'s objective: what picking
+    a pair such as ``geo-loo``'s on the categories at hand costs the held-out one -> as ``nested_loco``."""
+    tables = grid_tables(runs, rules, n_cal)
+    fams = [t[0] for t in tables]
+    cands = [(f,) for f in fams] + list(itertools.combinations(fams, 2))
+
+    def per_category(cand, consts, cats) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for r in runs:
+            if r["category"] in cats:
+                logs = [np.log(rule_threshold(f, consts[f], r["threshold"], r["cal"][:n_cal])) for f in cand]
+                out.setdefault(r["category"], []).append(rates(r, float(np.exp(np.mean(logs)))))
+        return out
+
+    def pick(h, train, m):
+        consts = {f: tuple(family(f)[1][constants_on(tables[(f, None)], train)[0]]) for f in fams}
+
+        def objective(cand) -> float:
+            per = [np.mean(v, axis=0) for v in per_category(cand, consts, train).values()]
+            fa = np.array([v[0] for v in per])
+            return float(np.mean([v.sum() for v in per]) + 2.0 * np.maximum(fa - FA_CAP, 0.0).sum())
+
+        best = min(cands, key=objective)
+        return per_category(best, consts, [h])[h], "+".join(best)
+
+    return _held_out(runs, False, pick)
+
+
 def nested(args) -> None:
     """Issue 12, fourth pass, item 1: the family chosen on the other four categories too, by a
     criterion fixed a priori (``--criteria``), at the given shots and calibration sizes."""
@@ -819,6 +850,10 @@ def nested(args) -> None:
                         if len(fams) < 2:
                             continue
                         m, o, w, ch = nested_ensemble(runs, fams, n_cal, args.per_method)
+                    elif c == "pairs":  # a family or a pair of them picked on the four (pooled methods)
+                        if len(fams) < 2 or args.per_method:
+                            continue
+                        m, o, w, ch = nested_pairs(runs, fams, n_cal)
                     else:
                         m, o, w, ch = nested_loco(runs, fams, n_cal, c, float(lam or 0), args.per_method)
                     picks = "; ".join(f"{h}: {'/'.join(v.values())}" for h, v in ch.items()) if len(fams) > 1 else ""
@@ -964,7 +999,9 @@ def main() -> None:
     n.add_argument("--cal", nargs="*", type=int, default=[0, 4, 8, 16])
     n.add_argument("--criteria", nargs="*", default=["flat", "flat:1", "inner:0", "inner:1", "minimax"],
                    help="family criterion[:lambda]: flat (in-sample objective, as choose), inner (inner LOCO on "
-                        "the four: mean + lambda x max(0, worst FA - 25 %%)), minimax (inner LOCO's worst category)")
+                        "the four: mean + lambda x max(0, worst FA - 25 %%)), minimax (inner LOCO's worst category), "
+                        "ensemble (no pick: every family's geometric mean), pairs (a family or a pair of them, "
+                        "picked by the flat objective)")
     n.add_argument("--families", nargs="*", default=None, help="restrict the candidate families")
     n.add_argument("--singles", nargs="*", default=[], help="also report these families alone")
     n.add_argument("--per-method", action="store_true", help="family and constants chosen per method")
