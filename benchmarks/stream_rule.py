@@ -8,12 +8,15 @@ for every category, method, shots and split of the eval protocol) and replays st
   halves B, so no frame judged after calibration is an image the calibration saw;
 - three streams: good parts only, 5 % defects, 30 % defects (defects drawn at that rate);
 - "before": the former rule (median + 3 x 1.4826 MAD of the frames judged good, warm-up 20, window
-  256, within [floor, ceiling]) started from the bank's fit-time threshold; "after": the threshold
-  `edge-foct fit` now writes, then ``StreamThreshold`` (calibrated from the first N frames, held).
+  256, within [floor, ceiling]) started from the bank's fit-time threshold; "line": ``StreamThreshold``
+  with the line's level alone (calibrated from the first N frames, held: stop 15); "now": its
+  (k, bank weight) chosen among the line's level alone and its geometric mean with the bank's threshold
+  (``runtime.threshold.STREAM_K``, ``STREAM_BANK_WEIGHT``). The bank's threshold is the
+  no-calibration rule chosen on the other four categories (``threshold_loco.choose``).
 
-Cells: false alarms / misses (%) over the frames after the first N (the same frames for both
-rules), mean over methods, shots and splits. k (robust sigmas of the log scores) is chosen leave-
-one-category-out on the 5 % streams: for each category on the other four, as the table says.
+Cells: false alarms - misses (%) over the frames after the first N (the same frames for every rule),
+mean over methods and splits, per shot count. k and the weight are chosen leave-one-category-out
+on the 5 % streams (the fit rule's objective): for each category on the other four.
 
     python benchmarks/stream_rule.py --cache threshold-loco-cache
 """
@@ -24,6 +27,7 @@ import argparse
 import json
 import math
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ from edge_foct.runtime import threshold as thresholds
 
 STREAMS = (("good only", 0.0), ("5 % defects", 0.05), ("30 % defects", 0.30))
 K_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+WEIGHT_GRID = (0.0, 0.5)  # the bank's threshold's weight: none, or the geometric mean
 
 
 class FormerStreamRule:
@@ -80,69 +85,94 @@ def rates(flags: np.ndarray, labels: np.ndarray, frames: int) -> tuple[float, fl
     return float(f[~y].mean()) if (~y).any() else math.nan, float((~f[y]).mean()) if y.any() else math.nan
 
 
-def after_rule(run: dict, k: float, frames: int) -> thresholds.StreamThreshold:
-    fitted = thresholds.finalise(run["threshold"], run["shots"])
-    return thresholds.StreamThreshold(fitted, thresholds.StreamParams(frames=frames, k=k))
+def after_rule(run: dict, start: float, k: float, weight: float, frames: int) -> thresholds.StreamThreshold:
+    """``StreamThreshold`` from the bank's threshold ``start`` (the learnt rule's value for this run)."""
+    fitted = replace(thresholds.finalise(run["threshold"], run["shots"]), value=start)
+    fitted = replace(fitted, floor=min(fitted.floor, start), ceiling=max(fitted.ceiling, start))
+    return thresholds.StreamThreshold(fitted, thresholds.StreamParams(frames=frames, k=k, bank_weight=weight))
 
 
 def measure(runs: list[dict], make, rate: float, frames: int, length: int) -> dict[str, tuple[float, float]]:
     """category -> mean (false-alarm rate, miss rate) after the first ``frames`` frames."""
     out: dict[str, list] = {}
-    for i, r in enumerate(runs):
-        scores, labels = make_stream(r, rate, frames, length, seed=i)
+    for r in runs:
+        scores, labels = make_stream(r, rate, frames, length, seed=r["_seed"])
         out.setdefault(r["category"], []).append(rates(replay(make(r), scores), labels, frames))
     return {c: tuple(np.nanmean(np.array(v, float), axis=0)) for c, v in out.items()}
+
+
+def err(per: dict) -> float:
+    """The fit rule's objective: mean (false alarms + misses) + 2 x each category's false alarms above 25 %."""
+    return float(np.mean([fa + (0 if math.isnan(m) else m) for fa, m in per.values()])
+                 + 2.0 * sum(max(0.0, fa - 0.25) for fa, _ in per.values()))
+
+
+def choose(runs: list[dict], starts: dict[int, float], grid, frames: int, length: int) -> tuple[float, float]:
+    """The (k, bank weight) of ``grid`` with the least ``err`` on these runs' 5 % streams."""
+    return min(grid, key=lambda p: err(measure(runs, lambda r: after_rule(r, starts[id(r)], *p, frames),
+                                               0.05, frames, length)))
 
 
 def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from threshold_loco import load
+    from threshold_loco import choose as choose_rule, load, rule_threshold
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path("threshold-loco-cache"))
     ap.add_argument("--frames", type=int, default=thresholds.StreamParams.frames)
     ap.add_argument("--length", type=int, default=400)
-    ap.add_argument("--shots", nargs="*", type=int, default=[2])
+    ap.add_argument("--shots", nargs="*", type=int, default=[1, 2, 4])
     args = ap.parse_args()
-    runs = [r for r in load(args.cache) if r["shots"] in args.shots]
-    cats = sorted({r["category"] for r in runs})
+    every = load(args.cache)
     meta = json.loads((args.cache / "meta.json").read_text())
-    def err(per: dict) -> float:  # the fit rule's objective: mean (false alarms + misses) + 2 x false alarms above 25 %
-        return float(np.mean([fa + (0 if math.isnan(m) else m) for fa, m in per.values()])
-                     + 2.0 * sum(max(0.0, fa - 0.25) for fa, _ in per.values()))
-    chosen = {}
-    for held in cats:
-        others = [r for r in runs if r["category"] != held]
-        chosen[held] = min(K_GRID, key=lambda k: err(measure(others, lambda r: after_rule(r, k, args.frames),
-                                                             0.05, args.frames, args.length)))
-    print(f"Replayed streams, {', '.join(map(str, args.shots))}-shot, methods "
-          f"{', '.join(dict.fromkeys(r['method'] for r in runs))}, backbone {meta['backbone']['id']}; "
-          f"{args.length} frames, calibration from the first {args.frames}; false alarms / misses (%) after them.\n")
-    print("| category (k chosen on the other four) | " + " | ".join(f"{n}: before -> after" for n, _ in STREAMS) + " |")
-    print("|---" * (1 + len(STREAMS)) + "|")
-    tot = {n: [] for n, _ in STREAMS}
-    for held in cats:
-        test = [r for r in runs if r["category"] == held]
+    for i, r in enumerate(every):
+        r["_seed"] = i
+    fmt = lambda x: "–" if math.isnan(x) else f"{x * 100:.0f}"  # noqa: E731
+    fmt1 = lambda x: "–" if math.isnan(x) else f"{x * 100:.1f}"  # noqa: E731
+    for shots in args.shots:
+        runs = [r for r in every if r["shots"] == shots]
+        cats = sorted({r["category"] for r in runs})
+        chosen, starts = {}, {}
+        for held in [*cats, None]:
+            others = [r for r in runs if r["category"] != held]
+            rule, c = choose_rule(others, 0)  # the bank's rule (no calibration images), chosen on the others
+            st = {id(r): float(rule_threshold(rule, c, r["threshold"], r["cal"][:0])) for r in runs}
+            starts[held] = st
+            chosen[held] = {"line": choose(others, st, [(k, 0.0) for k in K_GRID], args.frames, args.length),
+                            "now": choose(others, st, [(k, w) for w in WEIGHT_GRID for k in K_GRID],
+                                          args.frames, args.length)}
+        print(f"Replayed streams, {shots}-shot, methods {', '.join(dict.fromkeys(r['method'] for r in runs))}, "
+              f"backbone {meta['backbone']['id']}; {args.length} frames, calibration from the first {args.frames}; "
+              f"false alarms / misses (%) after them. before = the former rule from the fit's raw threshold; "
+              f"line = the line's level alone (stop 15); now = (k, bank weight) chosen on the other four.\n")
+        print("| category ((k, weight) chosen on the other four) | "
+              + " | ".join(f"{n}: before / line / now" for n, _ in STREAMS) + " |")
+        print("|---" * (1 + len(STREAMS)) + "|")
+        tot = {n: [] for n, _ in STREAMS}
+        for held in cats:
+            test = [r for r in runs if r["category"] == held]
+            st, ch = starts[held], chosen[held]
+            cells = []
+            for name, rate in STREAMS:
+                b = measure(test, lambda r: FormerStreamRule(r["threshold"]), rate, args.frames, args.length)[held]
+                line = measure(test, lambda r: after_rule(r, st[id(r)], *ch["line"], args.frames), rate,
+                               args.frames, args.length)[held]
+                now = measure(test, lambda r: after_rule(r, st[id(r)], *ch["now"], args.frames), rate,
+                              args.frames, args.length)[held]
+                tot[name].append((b, line, now))
+                cells.append(" / ".join(f"{fmt(x[0])}-{fmt(x[1])}" for x in (b, line, now)))
+            print(f"| {held} ({ch['now'][0]:g}, {ch['now'][1]:g}) | " + " | ".join(cells) + " |")
         cells = []
-        for name, rate in STREAMS:
-            b = measure(test, lambda r: FormerStreamRule(r["threshold"]), rate, args.frames, args.length)[held]
-            a = measure(test, lambda r: after_rule(r, chosen[held], args.frames), rate, args.frames, args.length)[held]
-            tot[name].append((b, a))
-            fmt = lambda x: "–" if math.isnan(x) else f"{x * 100:.0f}"  # noqa: E731
-            cells.append(f"{fmt(b[0])} / {fmt(b[1])} -> {fmt(a[0])} / {fmt(a[1])}")
-        print(f"| {held} (k {chosen[held]:g}) | " + " | ".join(cells) + " |")
-    cells = []
-    for name, _ in STREAMS:
-        b = np.nanmean([x[0] for x in tot[name]], axis=0)
-        a = np.nanmean([x[1] for x in tot[name]], axis=0)
-        fmt = lambda x: "–" if math.isnan(x) else f"{x * 100:.1f}"  # noqa: E731
-        cells.append(f"{fmt(b[0])} / {fmt(b[1])} -> {fmt(a[0])} / {fmt(a[1])}")
-    print("| **mean** | " + " | ".join(cells) + " |")
-    k_all = min(K_GRID, key=lambda k: err(measure(runs, lambda r: after_rule(r, k, args.frames), 0.05,
-                                                  args.frames, args.length)))
-    print(f"\nk chosen on all five categories (runtime.threshold.STREAM_K): {k_all:g}")
+        for name, _ in STREAMS:
+            means = [np.nanmean([x[j] for x in tot[name]], axis=0) for j in range(3)]
+            cells.append(" / ".join(f"{fmt1(m[0])}-{fmt1(m[1])}" for m in means))
+        print("| **mean** | " + " | ".join(cells) + " |")
+        k, w = chosen[None]["now"]
+        print(f"\n{shots}-shot (k, bank weight) chosen on all five categories (runtime.threshold.STREAM_K, "
+              f"STREAM_BANK_WEIGHT): "
+              f"({k:g}, {w:g}); the line's level alone: k {chosen[None]['line'][0]:g}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -511,16 +511,57 @@ def choose(runs: list[dict], n_cal: int, rules=None) -> tuple[str, tuple[float, 
     return best[1], best[2]
 
 
-def choose_budget_shift(runs: list[dict], budget: float, n_cal: int = 8) -> float:
-    """The smallest line shift whose mean false-alarm rate over these runs' categories is within budget."""
+#: budgets at which the budget rule's achieved false-alarm rate is checked (BUDGET_SIGMA is chosen on them)
+BUDGETS_TRACKED = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def budget_fa(runs: list[dict], bases: list[float], budget: float, shift: float, sigma: float) -> float:
+    """Mean over the runs' categories of the false-alarm rate of the budget rule; bases: each run's
+    learnt threshold (the rule the budget moves)."""
+    per: dict[str, list] = {}
+    for r, base in zip(runs, bases):
+        t = float(thresholds.budget_threshold(budget, base, shift, sigma))
+        per.setdefault(r["category"], []).append(rates(r, t)[0])
+    return float(np.mean([np.mean(v) for v in per.values()]))
+
+
+def choose_budget_shift(runs: list[dict], bases: list[float], ref: float = thresholds.BUDGET_REF) -> float:
+    """The smallest line shift whose mean false-alarm rate over these runs' categories is within ``ref``."""
     for shift in thresholds.BUDGET_SHIFT_GRID:
-        per_cat: dict[str, list] = {}
-        for r in runs:
-            t = thresholds.budget_threshold(budget, r["threshold"], r["cal"][:n_cal], shift)
-            per_cat.setdefault(r["category"], []).append(rates(r, t)[0])
-        if np.mean([np.mean(v) for v in per_cat.values()]) <= budget:
+        if budget_fa(runs, bases, ref, shift, 0.0) <= ref:
             return shift
     return thresholds.BUDGET_SHIFT_GRID[-1]
+
+
+def choose_budget_sigma(groups: list[tuple[list[dict], list[float], float]]) -> float:
+    """groups: (runs, bases, shift) per shot count and calibration size -> the sigma whose achieved
+    rates track BUDGETS_TRACKED best: least mean |log((rate + 1 %) / (budget + 1 %))|."""
+    def miss(sigma: float) -> float:
+        return float(np.mean([abs(np.log((budget_fa(runs, bases, b, shift, sigma) + 0.01) / (b + 0.01)))
+                              for runs, bases, shift in groups for b in BUDGETS_TRACKED]))
+    return min(thresholds.BUDGET_SIGMA_GRID, key=miss)
+
+
+def budget_choice(runs: list[dict], held: str | None, n_cals=(0, 8)) -> dict:
+    """The learnt rules and the budget rule's constants chosen on the categories other than ``held``
+    (None: all): {"rules": {(shots, n_cal): (rule, constants, shift)}, "sigma": sigma}."""
+    train = [r for r in runs if r["category"] != held]
+    rules, groups = {}, []
+    for shots in sorted({r["shots"] for r in train}):
+        sel = [r for r in train if r["shots"] == shots]
+        for n in n_cals:
+            rule, c = choose(sel, n)
+            bases = [float(rule_threshold(rule, c, r["threshold"], r["cal"][:n])) for r in sel]
+            shift = choose_budget_shift(sel, bases)
+            rules[(shots, n)] = (rule, c, shift)
+            groups.append((sel, bases, shift))
+    return {"rules": rules, "sigma": choose_budget_sigma(groups)}
+
+
+def budget_rates(run: dict, rule: str, const, shift: float, sigma: float, budget: float, n_cal: int):
+    """(false-alarm rate, miss rate) of one run under the budget rule moved from ``rule``."""
+    base = float(rule_threshold(rule, const, run["threshold"], run["cal"][:n_cal]))
+    return rates(run, float(thresholds.budget_threshold(budget, base, shift, sigma)))
 
 
 def report(args) -> None:
@@ -579,21 +620,22 @@ def report(args) -> None:
         for m, v in sums.items():
             out.append(f"| **mean FA + misses** | {m} | " + " | ".join(f"{x * 100:.1f}" for x in np.mean(v, axis=0)) + " |")
         out.append("")
-    # the false-alarm budget
+    # the false-alarm budget (the rule `fit --max-false-alarms` applies), 8 calibration images
+    choices = {held: budget_choice(runs, held) for held in [*cats, None]}
     for budget in args.budgets:
         out += [f"### false-alarm budget {budget:.0%} (`--max-false-alarms`), 8 calibration images: achieved "
-                f"false alarms / misses on test good parts, per category and shots", "",
+                f"false alarms / misses on test good parts, per category and shots (shift and sigma chosen on "
+                f"the other four)", "",
                 "| category | " + " | ".join(f"{k}-shot" for k in args.report_shots) + " |",
                 "|" + "---|" * (1 + len(args.report_shots))]
         for held in cats:
-            cells = []
-            shift = choose_budget_shift([r for r in runs if r["category"] != held], budget)
+            ch, cells = choices[held], []
             for shots in args.report_shots:
                 test = [r for r in runs if r["category"] == held and r["shots"] == shots]
-                fa, miss = np.mean([rates(r, thresholds.budget_threshold(budget, r["threshold"], r["cal"][:8], shift))
-                                    for r in test], axis=0)
-                cells.append(f"{fa * 100:.0f} / {miss * 100:.0f}")
-            out.append(f"| {held} (shift {shift:g}, chosen on the others) | " + " | ".join(cells) + " |")
+                rule, c, shift = ch["rules"][(shots, 8)]
+                fa, miss = np.mean([budget_rates(r, rule, c, shift, ch["sigma"], budget, 8) for r in test], axis=0)
+                cells.append(f"{fa * 100:.0f} / {miss * 100:.0f} (shift {shift:g})")
+            out.append(f"| {held} (sigma {ch['sigma']:g}) | " + " | ".join(cells) + " |")
         out.append("")
     out += ["### chosen on all five categories (what `edge-foct fit` ships: runtime.threshold.SHIPPED_RULES)", ""]
     for shots in args.report_shots:
@@ -601,8 +643,9 @@ def report(args) -> None:
         for n in CAL_SIZES:
             rule, c = choose(sel, n)
             out.append(f"- {shots}-shot, {n} calibration images: `{rule}` constants {', '.join(f'{x:g}' for x in c)}")
-    for budget in args.budgets:
-        out.append(f"- budget {budget:.0%}: line shift {choose_budget_shift(runs, budget):g}")
+    allc = choices[None]
+    out.append("- budget rule: BUDGET_SHIFTS " + ", ".join(f"{k}-shot {n} cal {v[2]:g}" for (k, n), v in
+                                                         allc["rules"].items()) + f"; BUDGET_SIGMA {allc['sigma']:g}")
     print("\n".join(out))
 
 
@@ -881,17 +924,14 @@ def verdict(args) -> None:
     have = {(r["category"], r["method"], r["shots"]) for r in runs}
     shown = runs + [r for r in extra if (r["category"], r["method"], r["shots"]) not in have]
 
-    def rule_for(held: str | None, shots: int, n_cal: int):
-        train = [r for r in runs if r["category"] != held and r["shots"] == shots]
-        return choose(train, n_cal)
-
-    shifts = {held: choose_budget_shift([r for r in runs if r["category"] != held], args.budget)
-              for held in [*cats, None]}
+    # the learnt rules and the budget rule's constants, chosen on the other four (None: on all five)
+    choices = {held: budget_choice(runs, held) for held in [*cats, None]}
     for held in cats + sorted({r["category"] for r in unseen}):
         pool = shown if held in cats else unseen
         key = held if held in cats else None
         for shots in sorted({r["shots"] for r in pool}):
-            rules = {n: rule_for(key, shots, n) for n in (0, 8)}
+            ch = choices[key]
+            rules = {n: ch["rules"][(shots, n)] for n in (0, 8)}
             for m in list(dict.fromkeys(r["method"] for r in pool)):
                 test = [r for r in pool if r["category"] == held and r["shots"] == shots and r["method"] == m]
                 if not test:
@@ -902,13 +942,17 @@ def verdict(args) -> None:
                        "extra": (held, m, shots) not in (have if key else have_u)}
                 row["oracle"] = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0).tolist()
                 for n in (0, 8):
-                    rule, c = rules[n]
+                    rule, c, shift = rules[n]
                     row[f"cal{n}"] = np.mean([rates(r, rule_threshold(rule, c, r["threshold"], r["cal"][:n]))
                                               for r in test], axis=0).tolist()
                     row[f"rule{n}"] = [rule, list(c)]
-                    row[f"budget{n}"] = np.mean([rates(r, thresholds.budget_threshold(
-                        args.budget, r["threshold"], r["cal"][:n], shifts[key])) for r in test], axis=0).tolist()
-                row["budget_shift"] = shifts[key]
+                    row[f"budget{n}"] = np.mean([budget_rates(r, rule, c, shift, ch["sigma"], args.budget, n)
+                                                 for r in test], axis=0).tolist()
+                    row[f"budget_shift{n}"] = shift
+                    row[f"tracked{n}"] = {f"{b:g}": np.mean([budget_rates(r, rule, c, shift, ch["sigma"], b, n)
+                                                              for r in test], axis=0).tolist()
+                                          for b in BUDGETS_TRACKED}
+                row["budget_sigma"] = ch["sigma"]
                 rows.append(row)
     pct = lambda v: f"{v[0] * 100:.0f} / {v[1] * 100:.0f}"  # noqa: E731
     mach = meta["machine"]
@@ -919,8 +963,9 @@ def verdict(args) -> None:
            f"Cells: false alarms / misses (%) on the test set, mean over splits. Test images scored: listed "
            f"below and in verdict.json (a row on a subset says so); rows of runs the choice did not pool "
            f"(`--extra`) are reported under the rules chosen without them (and left out of the 'all' means). "
-           f"Budget: "
-           f"`--max-false-alarms {args.budget:.0%}`, its line shift chosen on the other four.", "",
+           f"Budget: `--max-false-alarms {args.budget:.0%}`: the learnt rule's threshold moved by a line "
+           f"shift (per shot count, without / with calibration images) and BUDGET_SIGMA, both chosen on the "
+           f"other four.", "",
            f"| category | shots | method | oracle | learnt (0 cal) | learnt (8 cal) | budget {args.budget:.0%} (0 cal) "
            f"| budget {args.budget:.0%} (8 cal) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -950,6 +995,32 @@ def verdict(args) -> None:
                 md.append(f"| {shots} | {label} | {agg['oracle'] * 100:.1f} | {agg['cal0'] * 100:.1f} | "
                           f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
                           f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
+    for title, group in groups:
+        if not group:
+            continue
+        md += ["", f"The budget's achieved rate, mean over {title} and all methods: false alarms / misses (%) "
+               f"(worst category's false alarms), per budget:", "",
+               "| shots | calibration images | " + " | ".join(f"budget {b:.0%}" for b in BUDGETS_TRACKED) + " |",
+               "|---|---|" + "---|" * len(BUDGETS_TRACKED)]
+        for shots in sorted({r["shots"] for r in rows}):
+            for n in (0, 8):
+                per: dict[str, list] = {}
+                for r in rows:
+                    if r["shots"] == shots and r["category"] in group and not r["extra"]:
+                        per.setdefault(r["category"], []).append(r[f"tracked{n}"])
+                if not per:
+                    continue
+                cells = []
+                for b in BUDGETS_TRACKED:
+                    cat = [np.mean([x[f"{b:g}"] for x in v], axis=0) for v in per.values()]
+                    fa, miss = np.mean(cat, axis=0)
+                    cells.append(f"{fa * 100:.1f} / {miss * 100:.1f} ({max(c[0] for c in cat) * 100:.0f})")
+                md.append(f"| {shots} | {n} | " + " | ".join(cells) + " |")
+    allc = choices[None]
+    md += ["", "Chosen on all five (what `edge-foct fit` ships; runtime.threshold.SHIPPED_RULES, BUDGET_SHIFTS, "
+           "BUDGET_SIGMA): " + "; ".join(f"{k}-shot {n} cal `{v[0]}` ({', '.join(f'{x:g}' for x in v[1])}), budget "
+                                         f"shift {v[2]:g}" for (k, n), v in allc["rules"].items())
+           + f"; budget sigma {allc['sigma']:g}."]
     args.out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[tuple[str, str], list[int]]] = {}  # category -> (method, good + defective) -> shots
     for r in rows:

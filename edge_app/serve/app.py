@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_foct.runtime import atomic, names
 from edge_foct.runtime.threads import ThreadPlan
-from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
+from edge_foct.runtime.threshold import STREAM_BANK_WEIGHT, STREAM_K, StreamParams, StreamThreshold, Threshold
 
 from ..inspect_session import open_session
 from .acks import Acknowledgements, earlier_defects
@@ -98,12 +98,13 @@ class ServeApp:
         bank, inspector = session.bank, session.inspector
         learnt = Threshold.from_json(bank.manifest["threshold"])
         stream = None
+        params = StreamParams(o.calibrate_frames, STREAM_K, bank_weight=STREAM_BANK_WEIGHT)  # the stream rule
         if o.threshold is None and o.adapt:
             if learnt.floor is None:
                 log.warning("bank threshold rule %r has no stream bounds: threshold fixed (re-fit to enable)",
                             learnt.rule)
             else:
-                stream = StreamThreshold(learnt, StreamParams(frames=o.calibrate_frames, k=STREAM_K))
+                stream = StreamThreshold(learnt, params)
         store = StateStore(o.state or o.out / names.EPISODIC_STATE, bank.manifest["arrays_sha256"],
                            bank.method_name)
         try:
@@ -114,8 +115,7 @@ class ServeApp:
             log.error("%s", e)
             inspector.method = bank.make_method()  # nothing of the unusable file survives
             inspector.method.use_backend(session.compute)
-            stream = (StreamThreshold(learnt, StreamParams(frames=o.calibrate_frames, k=STREAM_K))
-                      if stream is not None else None)
+            stream = StreamThreshold(learnt, params) if stream is not None else None
         if stream is not None:
             inspector.threshold = stream.value
         inspector.method.set_gate(stream.gate if stream is not None else inspector.threshold)

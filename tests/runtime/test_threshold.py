@@ -80,15 +80,19 @@ def start(value=1.0, floor=0.5, ceiling=2.0) -> Threshold:
 
 
 def test_stream_rule_calibrates_from_the_first_frames_then_holds(rng):
-    st = StreamThreshold(start(), StreamParams(frames=50, k=3.0))
     scores = 0.6 * np.exp(0.05 * rng.standard_normal(400))
-    values = [st.update(float(s)) for s in scores]
-    assert values[48] == 1.0  # calibrating: the bank's value judges
     logs = np.log(scores[:50])
     med = np.median(logs)
-    expected = np.exp(med + 3 * 1.4826 * np.median(np.abs(logs - med)))
-    assert values[49] == pytest.approx(expected) and 0.6 < expected < 0.9
-    assert values[-1] == values[49]  # a stream of good parts does not lift it: it holds
+    level = np.exp(med + 3 * 1.4826 * np.median(np.abs(logs - med)))  # the line's level, k = 3
+    assert 0.6 < level < 0.9
+    # the line's level alone (bank weight 0), and by default its geometric mean with the bank's 1.0
+    for weight, expected in ((0.0, level), (0.5, np.sqrt(level * 1.0)), (0.25, level ** 0.75)):
+        st = StreamThreshold(start(), StreamParams(frames=50, k=3.0, bank_weight=weight))
+        values = [st.update(float(s)) for s in scores]
+        assert values[48] == 1.0  # calibrating: the bank's value judges
+        assert values[49] == pytest.approx(expected)
+        assert values[-1] == values[49]  # a stream of good parts does not lift it: it holds
+    assert StreamParams().bank_weight == 0.5 and StreamParams().k == 0.75  # STREAM_BANK_WEIGHT, STREAM_K
 
 
 def test_stream_rule_recovers_from_a_threshold_that_starts_too_low(rng):
@@ -101,8 +105,13 @@ def test_stream_rule_recovers_from_a_threshold_that_starts_too_low(rng):
         flags.append(s > st.value)
         st.update(float(s))
     assert all(flags[:50]) and st.calibrated
-    # k = 1 robust sigma (STREAM_K, chosen on replayed streams): about 1 in 8 of a flat spread stays flagged
+    # the bank's 1.96 sits below the frames' median: it does not know this line and is left out (the
+    # geometric mean with it would still flag most parts); the level alone, k = 1 robust sigma
+    # (STREAM_K_ALONE, chosen on replayed streams): about 1 in 8 of a flat spread stays flagged
     assert np.mean(flags[50:]) < 0.2 and st.value > 2.7
+    logs = np.log(good[:50])
+    med = np.median(logs)
+    assert st.value == pytest.approx(np.exp(med + 1.0 * 1.4826 * np.median(np.abs(logs - med))))
 
 
 def test_stream_rule_is_not_pulled_up_by_defects_nor_loops(rng):
@@ -123,10 +132,14 @@ def test_stream_rule_is_not_pulled_up_by_defects_nor_loops(rng):
 
 
 def test_stream_rule_floor_and_drift_warning(rng):
-    st = StreamThreshold(start(), StreamParams(frames=20))
+    st = StreamThreshold(start(), StreamParams(frames=20, bank_weight=0.0))
     for s in 0.01 * rng.random(20):  # an unusually quiet start cannot go below the floor
         st.update(float(s))
     assert st.value == 0.5 and st.drift_warning is None
+    quiet = StreamThreshold(start(), StreamParams(frames=20))  # by default: the floor's mean with the bank's 1.0
+    for s in 0.01 * rng.random(20):
+        quiet.update(float(s))
+    assert quiet.value == pytest.approx(np.sqrt(0.5 * 1.0))
     for s in 0.8 + 0.1 * rng.random(200):  # then the line drifts: most frames flagged
         st.update(float(s))
     assert "stream drifts" in st.drift_warning and "re-calibrate" in st.drift_warning
@@ -311,7 +324,7 @@ def test_shipped_rules_per_support_size_and_calibration():
     for k, bucket in SHIPPED_RULES.items():
         assert bucket["none"][0] == FAMILIES[k]["none"] and bucket["cal"][0] == FAMILIES[k]["cal"]
         assert all(k >= RULES[r].min_support for r, _ in bucket.values())  # defined at that support size
-    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (-0.05, 0.5, -0.1, 0.5))
+    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (-0.05, 0.6, -0.1, 0.5))
     assert SHIPPED_RULES[1]["cal"][0] == "blend-loo"
     # one family per support size and calibration (none for K = 1 reads a leave-one-out)
     assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "geo-loo-cal", "geo-loo-cal", "geo-loo-cal",
@@ -323,11 +336,40 @@ def test_shipped_rules_per_support_size_and_calibration():
     t = finalise(base, 2, cal)
     rule, const = SHIPPED_RULES[2]["cal"]
     assert t.rule == rule and t.value == pytest.approx(apply_rule(rule, const, base, cal))
-    # the geometric mean of loo-max-cal (-0.05, 0.5) and blend-loo (-0.1, 0.5), by hand
-    assert t.value == pytest.approx(np.sqrt(0.95 * 2.5 * (med / 2.25) ** 0.5 * 0.9 * 2.5 ** 0.5 * 2.0 ** 0.5))
+    # the geometric mean of loo-max-cal (-0.05, 0.6) and blend-loo (-0.1, 0.5), by hand
+    assert t.value == pytest.approx(np.sqrt(0.95 * 2.5 * (med / 2.25) ** 0.6 * 0.9 * 2.5 ** 0.5 * 2.0 ** 0.5))
     assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.constants == const
     # 8 calibration images, at most 2 above the threshold: reliable; without them the disagreeing supports are said
     assert finalise(base, 2, cal).warning is None
     assert "disagree" in finalise(base, 2).warning and "disagree" not in finalise(replace(base, samples=(1.0, 0.9)), 2).warning
     with pytest.raises(EdgeFoctError, match="NaN"):
         finalise(base, 2, [1.0, float("nan"), 1.0, 1.0])
+
+
+def test_budget_rule_moves_the_shipped_rule_to_the_budget():
+    """--max-false-alarms: the shipped rule's threshold x (1 + shift of its support size and calibration)
+    x exp((z(1 - budget) - z(0.95)) x sigma): at the reference budget the shift alone; a larger budget,
+    a lower threshold; a bad budget is refused."""
+    from statistics import NormalDist
+
+    from edge_foct.runtime.threshold import (BUDGET_REF, BUDGET_SHIFTS, BUDGET_SIGMA, apply_rule, budget_shift,
+                                             budget_threshold, finalise, shipped_rule)
+
+    base = Threshold(1.0, "loo-patch-q-capped", samples=(2.0, 2.5), self_samples=(1.0, 0.5), floor=0.5, ceiling=2.5)
+    cal = [1.0, 1.1, 1.2, 1.3, 2.0, 1.0, 1.1, 1.2]
+    for k, cals in ((1, []), (2, []), (2, cal), (3, cal[:4]), (4, []), (9, cal)):
+        rule, const = shipped_rule(k, len(cals))
+        learnt = apply_rule(rule, const, base, cals)
+        t = finalise(base, k, cals, max_false_alarms=BUDGET_REF)
+        shift = BUDGET_SHIFTS[1 if k == 1 else 2 if k < 4 else 4]["cal" if len(cals) >= 4 else "none"]
+        assert shift == budget_shift(k, len(cals))
+        assert t.value == pytest.approx(learnt * (1 + shift)) and t.rule == "budget-0.05"
+        assert t.constants == (BUDGET_REF, shift, BUDGET_SIGMA, *const)  # the budget's and the rule's, recorded
+        z = NormalDist().inv_cdf
+        t1 = finalise(base, k, cals, max_false_alarms=0.01)
+        assert t1.value == pytest.approx(learnt * (1 + shift) * np.exp((z(0.99) - z(0.95)) * BUDGET_SIGMA))
+        assert finalise(base, k, cals, max_false_alarms=0.2).value < t.value < t1.value
+    assert float(budget_threshold(0.05, 2.0, 0.5, 0.3)) == pytest.approx(3.0)
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(EdgeFoctError, match="budget"):
+            finalise(base, 2, max_false_alarms=bad)
