@@ -38,7 +38,8 @@ log = logging.getLogger("edge_foct.fit")
               help="Folder(s) or files of MORE good parts (not in the memory, no labels): they set the "
                    "threshold. 4-8 help (benchmarks/threshold_rules.md). Support images are skipped.")
 @click.option("--max-false-alarms", "max_false_alarms", type=BUDGET, default=None,
-              help="A false-alarm budget (e.g. 5% or 0.05): the threshold is set for that rate of good parts.")
+              help="A false-alarm budget (e.g. 5% or 0.05): the learnt threshold is moved for that rate of good "
+                   "parts (held on average over products, not per product: benchmarks/threshold_rules.md).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config.")
 @click.option("--keep-aspect", is_flag=True,
               help="Keep the support images' aspect (short side = --size) instead of squashing them to a square.")
