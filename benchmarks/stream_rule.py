@@ -86,10 +86,11 @@ def rates(flags: np.ndarray, labels: np.ndarray, frames: int) -> tuple[float, fl
 
 
 def after_rule(run: dict, start: float, k: float, weight: float, frames: int) -> thresholds.StreamThreshold:
-    """``StreamThreshold`` from the bank's threshold ``start`` (the learnt rule's value for this run)."""
-    fitted = replace(thresholds.finalise(run["threshold"], run["shots"]), value=start)
-    fitted = replace(fitted, floor=min(fitted.floor, start), ceiling=max(fitted.ceiling, start))
-    return thresholds.StreamThreshold(fitted, thresholds.StreamParams(frames=frames, k=k, bank_weight=weight))
+    """``StreamThreshold`` from the bank's threshold ``start`` (the learnt rule's value for this run),
+    with the bounds ``finalise`` gives a bank of that value."""
+    thr = run["threshold"]
+    bank = replace(thr, value=start, floor=min(thr.floor, start), ceiling=max(thr.ceiling, start))
+    return thresholds.StreamThreshold(bank, thresholds.StreamParams(frames=frames, k=k, bank_weight=weight))
 
 
 def measure(runs: list[dict], make, rate: float, frames: int, length: int) -> dict[str, tuple[float, float]]:

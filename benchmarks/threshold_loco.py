@@ -520,8 +520,7 @@ def budget_fa(runs: list[dict], bases: list[float], budget: float, shift: float,
     learnt threshold (the rule the budget moves)."""
     per: dict[str, list] = {}
     for r, base in zip(runs, bases):
-        t = float(thresholds.budget_threshold(budget, base, shift, sigma))
-        per.setdefault(r["category"], []).append(rates(r, t)[0])
+        per.setdefault(r["category"], []).append(budget_rates(r, base, shift, sigma, budget)[0])
     return float(np.mean([np.mean(v) for v in per.values()]))
 
 
@@ -558,9 +557,8 @@ def budget_choice(runs: list[dict], held: str | None, n_cals=(0, 8)) -> dict:
     return {"rules": rules, "sigma": choose_budget_sigma(groups)}
 
 
-def budget_rates(run: dict, rule: str, const, shift: float, sigma: float, budget: float, n_cal: int):
-    """(false-alarm rate, miss rate) of one run under the budget rule moved from ``rule``."""
-    base = float(rule_threshold(rule, const, run["threshold"], run["cal"][:n_cal]))
+def budget_rates(run: dict, base: float, shift: float, sigma: float, budget: float):
+    """(false-alarm rate, miss rate) of one run under the budget rule moved from its learnt threshold ``base``."""
     return rates(run, float(thresholds.budget_threshold(budget, base, shift, sigma)))
 
 
@@ -633,7 +631,8 @@ def report(args) -> None:
             for shots in args.report_shots:
                 test = [r for r in runs if r["category"] == held and r["shots"] == shots]
                 rule, c, shift = ch["rules"][(shots, 8)]
-                fa, miss = np.mean([budget_rates(r, rule, c, shift, ch["sigma"], budget, 8) for r in test], axis=0)
+                fa, miss = np.mean([budget_rates(r, float(rule_threshold(rule, c, r["threshold"], r["cal"][:8])),
+                                                 shift, ch["sigma"], budget) for r in test], axis=0)
                 cells.append(f"{fa * 100:.0f} / {miss * 100:.0f} (shift {shift:g})")
             out.append(f"| {held} (sigma {ch['sigma']:g}) | " + " | ".join(cells) + " |")
         out.append("")
@@ -943,14 +942,14 @@ def verdict(args) -> None:
                 row["oracle"] = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0).tolist()
                 for n in (0, 8):
                     rule, c, shift = rules[n]
-                    row[f"cal{n}"] = np.mean([rates(r, rule_threshold(rule, c, r["threshold"], r["cal"][:n]))
-                                              for r in test], axis=0).tolist()
+                    bases = [float(rule_threshold(rule, c, r["threshold"], r["cal"][:n])) for r in test]  # learnt
+                    row[f"cal{n}"] = np.mean([rates(r, t) for r, t in zip(test, bases)], axis=0).tolist()
                     row[f"rule{n}"] = [rule, list(c)]
-                    row[f"budget{n}"] = np.mean([budget_rates(r, rule, c, shift, ch["sigma"], args.budget, n)
-                                                 for r in test], axis=0).tolist()
+                    row[f"budget{n}"] = np.mean([budget_rates(r, t, shift, ch["sigma"], args.budget)
+                                                 for r, t in zip(test, bases)], axis=0).tolist()
                     row[f"budget_shift{n}"] = shift
-                    row[f"tracked{n}"] = {f"{b:g}": np.mean([budget_rates(r, rule, c, shift, ch["sigma"], b, n)
-                                                              for r in test], axis=0).tolist()
+                    row[f"tracked{n}"] = {f"{b:g}": np.mean([budget_rates(r, t, shift, ch["sigma"], b)
+                                                              for r, t in zip(test, bases)], axis=0).tolist()
                                           for b in BUDGETS_TRACKED}
                 row["budget_sigma"] = ch["sigma"]
                 rows.append(row)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_foct.runtime import atomic, names
 from edge_foct.runtime.threads import ThreadPlan
-from edge_foct.runtime.threshold import STREAM_BANK_WEIGHT, STREAM_K, StreamParams, StreamThreshold, Threshold
+from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
 
 from ..inspect_session import open_session
 from .acks import Acknowledgements, earlier_defects
@@ -98,7 +98,7 @@ class ServeApp:
         bank, inspector = session.bank, session.inspector
         learnt = Threshold.from_json(bank.manifest["threshold"])
         stream = None
-        params = StreamParams(o.calibrate_frames, STREAM_K, bank_weight=STREAM_BANK_WEIGHT)  # the stream rule
+        params = StreamParams(frames=o.calibrate_frames, k=STREAM_K)  # the stream rule (runtime/threshold.py)
         if o.threshold is None and o.adapt:
             if learnt.floor is None:
                 log.warning("bank threshold rule %r has no stream bounds: threshold fixed (re-fit to enable)",
