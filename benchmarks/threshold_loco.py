@@ -905,6 +905,22 @@ def nested(args) -> None:
     print("\n".join(out))
 
 
+def gap_se(per: dict[str, list[dict]], n: int) -> float:
+    """Standard error, over support draws, of the mean over categories of (false alarms + misses) minus the
+    oracle's with n calibration images: per category the gap of each split (mean over the methods' rows,
+    which share the split's support draw), its variance over splits / splits; SE = sqrt(sum) / categories.
+    The resolution of a gap: five categories x five splits left +-1.6-1.7 points at 2 shots (issue 12)."""
+    var = []
+    for rows in per.values():
+        by_split: dict[int, list[float]] = {}
+        for r in rows:
+            for i, g in zip(r["splits_of"], r["gap_per_split"][n]):
+                by_split.setdefault(i, []).append(g)
+        g = np.array([np.mean(v) for v in by_split.values()])
+        var.append(g.var(ddof=1) / g.size if g.size > 1 else 0.0)
+    return float(np.sqrt(np.sum(var)) / len(per))
+
+
 def verdict(args) -> None:
     """The issue's table (benchmarks/results/verdict/): per category, method and shot count, false
     alarms / misses at the learnt threshold (no calibration images; 8 calibration images) beside the
@@ -932,18 +948,24 @@ def verdict(args) -> None:
             ch = choices[key]
             rules = {n: ch["rules"][(shots, n)] for n in (0, 8)}
             for m in list(dict.fromkeys(r["method"] for r in pool)):
-                test = [r for r in pool if r["category"] == held and r["shots"] == shots and r["method"] == m]
+                test = sorted((r for r in pool if r["category"] == held and r["shots"] == shots and r["method"] == m),
+                              key=lambda r: r["split"])
                 if not test:
                     continue
                 row = {"category": held, "shots": shots, "method": m, "splits": len(test),
                        "test_images": [int((~test[0]["labels"]).sum()), int(test[0]["labels"].sum())],
                        "held_out": "LOCO" if key else "unseen (rule chosen on all five)",
                        "extra": (held, m, shots) not in (have if key else have_u)}
-                row["oracle"] = np.mean([oracle_threshold(r["labels"], r["scores"])[1:] for r in test], axis=0).tolist()
+                oracle = [oracle_threshold(r["labels"], r["scores"])[1:] for r in test]
+                row["oracle"] = np.mean(oracle, axis=0).tolist()
+                row["splits_of"] = [int(r["split"]) for r in test]
+                row["gap_per_split"] = {}  # calibration images -> (false alarms + misses) - oracle's, per split
                 for n in (0, 8):
                     rule, c, shift = rules[n]
                     bases = [float(rule_threshold(rule, c, r["threshold"], r["cal"][:n])) for r in test]  # learnt
-                    row[f"cal{n}"] = np.mean([rates(r, t) for r, t in zip(test, bases)], axis=0).tolist()
+                    learnt = [rates(r, t) for r, t in zip(test, bases)]
+                    row[f"cal{n}"] = np.mean(learnt, axis=0).tolist()
+                    row["gap_per_split"][n] = [sum(x) - sum(o) for x, o in zip(learnt, oracle)]
                     row[f"rule{n}"] = [rule, list(c)]
                     row[f"budget{n}"] = np.mean([budget_rates(r, t, shift, ch["sigma"], args.budget)
                                                  for r, t in zip(test, bases)], axis=0).tolist()
@@ -954,9 +976,11 @@ def verdict(args) -> None:
                 row["budget_sigma"] = ch["sigma"]
                 rows.append(row)
     pct = lambda v: f"{v[0] * 100:.0f} / {v[1] * 100:.0f}"  # noqa: E731
+    unseen_splits = "/".join(str(n) for n in sorted({r["splits"] for r in rows if r["held_out"] != "LOCO"}))
     mach = meta["machine"]
     md += [f"Backbone `{meta['backbone']['id']}` (D = {meta['backbone'].get('feature_dim')}, {meta['size']} px, "
-           f"float; the default of a fresh install); seed 0, {meta['splits']} splits, 1/2/4 shots. CPU "
+           f"float; the default of a fresh install); seed 0, {meta['splits']} splits (support draws; the first 5 "
+           f"are `edge-foct eval`'s; ELPV: {unseen_splits or 'none'}), 1/2/4 shots. CPU "
            f"{mach.get('cpu', '?')} ({', '.join(meta.get('cpu_flags', []))}), ONNX Runtime float32. Shared "
            f"categories: every rule chosen on the other four (LOCO); ELPV: the rules chosen on all five. "
            f"Cells: false alarms / misses (%) on the test set, mean over splits. Test images scored: listed "
@@ -975,8 +999,10 @@ def verdict(args) -> None:
     for title, group in groups:
         if not group:
             continue
-        md += ["", f"Mean over {title} of false alarms + misses (points), per method and all methods:", "",
-               "| shots | method | oracle | learnt (0 cal) | learnt (8 cal) | gap 0 cal | gap 8 cal "
+        md += ["", f"Mean over {title} of false alarms + misses (points), per method and all methods; gap: the "
+               f"learnt threshold's minus the oracle's, +- its standard error over the support draws (`gap_se`: "
+               f"the splits' spread, the resolution of these means):", "",
+               "| shots | method | oracle | learnt (0 cal) | learnt (8 cal) | gap 0 cal (+- SE) | gap 8 cal (+- SE) "
                "| worst category FA (0 / 8 cal) |", "|---|---|---|---|---|---|---|---|"]
         for shots in sorted({r["shots"] for r in rows}):
             for m in [*dict.fromkeys(r["method"] for r in rows), "all"]:
@@ -991,9 +1017,11 @@ def verdict(args) -> None:
                        for k in ("oracle", "cal0", "cal8")}
                 worst = [max(np.mean([x[k][0] for x in v]) for v in per.values()) for k in ("cal0", "cal8")]
                 label = m if len(per) == len(group) else f"{m} ({', '.join(sorted(per))} only)"
+                se = [gap_se(per, n) * 100 for n in (0, 8)]
                 md.append(f"| {shots} | {label} | {agg['oracle'] * 100:.1f} | {agg['cal0'] * 100:.1f} | "
-                          f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} | "
-                          f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} | {worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
+                          f"{agg['cal8'] * 100:.1f} | {(agg['cal0'] - agg['oracle']) * 100:+.1f} +- {se[0]:.1f} | "
+                          f"{(agg['cal8'] - agg['oracle']) * 100:+.1f} +- {se[1]:.1f} | "
+                          f"{worst[0] * 100:.0f} % / {worst[1] * 100:.0f} % |")
     for title, group in groups:
         if not group:
             continue

@@ -248,8 +248,8 @@ def test_ensemble_rule_is_the_geometric_mean_of_its_members():
     assert apply_rule("geo-loo", (-0.1, 0.0, 0.2, 0.0), base) == pytest.approx(np.sqrt(2.5 * 0.9 * 2.25 * 1.2))
     four = replace(base, samples=(2.0, 2.5, 1.5, 3.0))
     t = finalise(four, 4)
-    assert (t.rule, t.constants) == SHIPPED_RULES[4]["none"] == ("geo-loo", (-0.1, 0.0, 0.2, 0.0))
-    assert t.value == pytest.approx(np.sqrt(3.0 * 0.9 * 2.25 * 1.2))
+    assert (t.rule, t.constants) == SHIPPED_RULES[4]["none"] == ("geo-loo", (-0.1, 0.0, 0.15, 0.0))
+    assert t.value == pytest.approx(np.sqrt(3.0 * 0.9 * 2.25 * 1.15))
 
 
 def test_line_views_are_scored_against_the_same_memories(rng):
@@ -324,7 +324,7 @@ def test_shipped_rules_per_support_size_and_calibration():
     for k, bucket in SHIPPED_RULES.items():
         assert bucket["none"][0] == FAMILIES[k]["none"] and bucket["cal"][0] == FAMILIES[k]["cal"]
         assert all(k >= RULES[r].min_support for r, _ in bucket.values())  # defined at that support size
-    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (-0.05, 0.6, -0.1, 0.5))
+    assert SHIPPED_RULES[2]["cal"] == ("geo-loo-cal", (0.0, 0.7, -0.1, 0.5))
     assert SHIPPED_RULES[1]["cal"][0] == "blend-loo"
     # one family per support size and calibration (none for K = 1 reads a leave-one-out)
     assert [family_for(k, 8) for k in (1, 2, 3, 4, 16)] == ["blend-loo", "geo-loo-cal", "geo-loo-cal", "geo-loo-cal",
@@ -336,8 +336,8 @@ def test_shipped_rules_per_support_size_and_calibration():
     t = finalise(base, 2, cal)
     rule, const = SHIPPED_RULES[2]["cal"]
     assert t.rule == rule and t.value == pytest.approx(apply_rule(rule, const, base, cal))
-    # the geometric mean of loo-max-cal (-0.05, 0.6) and blend-loo (-0.1, 0.5), by hand
-    assert t.value == pytest.approx(np.sqrt(0.95 * 2.5 * (med / 2.25) ** 0.6 * 0.9 * 2.5 ** 0.5 * 2.0 ** 0.5))
+    # the geometric mean of loo-max-cal (0, 0.7) and blend-loo (-0.1, 0.5), by hand
+    assert t.value == pytest.approx(np.sqrt(1.0 * 2.5 * (med / 2.25) ** 0.7 * 0.9 * 2.5 ** 0.5 * 2.0 ** 0.5))
     assert t.base == 1.0 and t.floor <= t.value <= t.ceiling and t.constants == const
     # 8 calibration images, at most 2 above the threshold: reliable; without them the disagreeing supports are said
     assert finalise(base, 2, cal).warning is None
