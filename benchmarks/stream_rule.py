@@ -11,7 +11,7 @@ for every category, method, shots and split of the eval protocol) and replays st
   256, within [floor, ceiling]) started from the bank's fit-time threshold; "line": ``StreamThreshold``
   with the line's level alone (calibrated from the first N frames, held: stop 15); "now": its
   (k, bank weight) chosen among the line's level alone and its geometric mean with the bank's threshold
-  (``runtime.threshold.STREAM_K``, ``STREAM_BANK_WEIGHT``). The bank's threshold is the
+  (``runtime.threshold.STREAM_K_BY_SUPPORT``, ``STREAM_BANK_WEIGHT``). The bank's threshold is the
   no-calibration rule chosen on the other four categories (``threshold_loco.choose``).
 
 Cells: false alarms - misses (%) over the frames after the first N (the same frames for every rule),
@@ -171,9 +171,10 @@ def main() -> None:
             cells.append(" / ".join(f"{fmt1(m[0])}-{fmt1(m[1])}" for m in means))
         print("| **mean** | " + " | ".join(cells) + " |")
         k, w = chosen[None]["now"]
-        print(f"\n{shots}-shot (k, bank weight) chosen on all five categories (runtime.threshold.STREAM_K, "
-              f"STREAM_BANK_WEIGHT): "
-              f"({k:g}, {w:g}); the line's level alone: k {chosen[None]['line'][0]:g}\n", flush=True)
+        print(f"\n{shots}-shot (k, bank weight) chosen on all five categories: ({k:g}, {w:g}); shipped "
+              f"(runtime.threshold.stream_k, STREAM_BANK_WEIGHT): ({thresholds.stream_k(shots):g}, "
+              f"{thresholds.STREAM_BANK_WEIGHT:g}); the line's level alone: k {chosen[None]['line'][0]:g}\n",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ mean makes no pick, and measured with nothing chosen on the reported category it
 
 **Stream** (``StreamThreshold``, used by ``edge-foct serve``): calibrated once from the first N
 frames of the line (every finite score, whatever its verdict; median + k robust sigmas of the
-log scores, robust to a few defects; its geometric mean with the bank's threshold: STREAM_K,
+log scores, robust to a few defects; its geometric mean with the bank's threshold: k by support size ``stream_k``,
 STREAM_BANK_WEIGHT), then held: a stream of good parts cannot lift it and missed defects cannot
 pull it up (the former rule, median + 3 robust sigmas of the frames judged good, fed on its own
 verdicts: it climbed loop after loop on identical good frames, and a threshold that started too low
@@ -237,11 +237,14 @@ def override(value: float) -> Threshold:
 #: threshold, unless the bank's is below the frames' median (StreamThreshold). The line's level alone
 #: (stop 15: k = 1, weight 0) flags about one good part in six by construction; the bank's threshold
 #: alone does not know the line. Chosen leave-one-category-out on replayed streams at 1, 2 and 4 shots
-#: (benchmarks/stream_rule.py, stop 16: every fold at 2 and 4 shots chose (0.75, 0.5), and all five at
-#: every shot count); 2 shots, false alarms - misses %: good-only streams 15.9 -> 11.8, 5 % defects
-#: 13.6-15.7 -> 11.0-12.0, 30 % defects 5.1-31.9 -> 6.0-22.6; at 1 shot no gain (5 % defects 12.1-29.7
-#: -> 13.3-29.1) (benchmarks/threshold_rules.md).
-STREAM_K = 0.75
+#: (benchmarks/stream_rule.py). Stop 16, 5 support draws: every fold at 2 and 4 shots chose (0.75, 0.5).
+#: Stop 17, 15 draws: the weight 0.5 in every fold at 2 and 4 shots and on all five at every shot count;
+#: k 0.75 at 4 shots, 0.5 at 2 (4 folds of 5), 0.25 at 1 on all five: k per support size
+#: (STREAM_K_BY_SUPPORT, ``stream_k``). 2 shots, false alarms - misses %, the level alone -> now:
+#: good-only streams 15.5 -> 11.8, 5 % defects 14.1-18.4 -> 11.3-13.9, 30 % defects 5.0-32.2 -> 6.7-21.2
+#: (benchmarks/threshold_rules.md).
+STREAM_K_BY_SUPPORT: dict[int, float] = {1: 0.25, 2: 0.5, 4: 0.75}  # support size 1, 2-3, 4+
+STREAM_K = STREAM_K_BY_SUPPORT[4]  # where the support size is not known (a zero-shot bank)
 STREAM_BANK_WEIGHT = 0.5
 #: k of the line's level where it is used alone (the bank's threshold below the first frames' median:
 #: it does not know this line): stop 15's choice for the level alone, leave-one-category-out on the
@@ -256,6 +259,11 @@ class StreamParams:
     recent: int = 200  # verdicts remembered for the drift warning
     bank_weight: float = STREAM_BANK_WEIGHT  # the bank's threshold's weight in the calibrated value (log space)
     k_alone: float = STREAM_K_ALONE  # k where the bank's threshold is left out (below the frames' median)
+
+
+def stream_k(k: int | None) -> float:
+    """The stream rule's k for a bank of K support images (STREAM_K_BY_SUPPORT; STREAM_K if unknown)."""
+    return STREAM_K if k is None else STREAM_K_BY_SUPPORT[support_bucket(int(k))]
 
 
 class StreamThreshold:

@@ -203,7 +203,8 @@ def run_split(category: Category, store: FeatureStore, spec: MethodSpec, shots: 
     method.set_gate(thr)
     # the verdicts `edge-foct serve` would give: the stream rule from the learnt threshold, fed the
     # stream's scores in order (the online methods' gate stays at the learnt threshold here)
-    stream = thresholds.StreamThreshold(learnt) if learnt.floor is not None else None
+    stream = (thresholds.StreamThreshold(learnt, thresholds.StreamParams(k=thresholds.stream_k(shots)))
+              if learnt.floor is not None else None)
     store.ensure([t.path for t in category.test])
     n = len(category.test)
     scores, patches, diags = np.zeros(n), np.zeros((n, *store.pre.grid), np.float32), [{}] * n

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_foct.runtime import atomic, names
 from edge_foct.runtime.threads import ThreadPlan
-from edge_foct.runtime.threshold import STREAM_K, StreamParams, StreamThreshold, Threshold
+from edge_foct.runtime.threshold import StreamParams, StreamThreshold, Threshold, stream_k
 
 from ..inspect_session import open_session
 from .acks import Acknowledgements, earlier_defects
@@ -98,7 +98,9 @@ class ServeApp:
         bank, inspector = session.bank, session.inspector
         learnt = Threshold.from_json(bank.manifest["threshold"])
         stream = None
-        params = StreamParams(frames=o.calibrate_frames, k=STREAM_K)  # the stream rule (runtime/threshold.py)
+        # the stream rule (runtime/threshold.py), k for the bank's support size (K images; none: zero-shot)
+        support_size = len(bank.manifest.get("support") or ()) or None
+        params = StreamParams(frames=o.calibrate_frames, k=stream_k(support_size))
         if o.threshold is None and o.adapt:
             if learnt.floor is None:
                 log.warning("bank threshold rule %r has no stream bounds: threshold fixed (re-fit to enable)",

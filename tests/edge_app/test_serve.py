@@ -361,10 +361,10 @@ def test_episodic_memory_saved_and_restored(random_backbone, demo_category, vide
 
 def test_episodic_gate_stays_at_or_below_the_learnt_threshold(random_backbone, demo_category, video, tmp_path,
                                                               monkeypatch):
-    """A stream rule set to rise (2 calibration frames, median + 50 sigmas) lifts the verdict threshold
+    """A stream rule set to rise (2 calibration frames, median + 100 sigmas) lifts the verdict threshold
     above the learnt one; the online memory's gate stays at the learnt value."""
     monkeypatch.setitem(METHODS, FakeOnline.name, FakeOnline)
-    monkeypatch.setattr("edge_foct.edge_app.serve.app.STREAM_K", 50.0)
+    monkeypatch.setattr("edge_foct.edge_app.serve.app.stream_k", lambda k: 50.0 * k)  # k = 2 support images
     gates = []
     monkeypatch.setattr(FakeOnline, "set_gate", lambda self, t: (gates.append(t), setattr(self, "gate", t)))
     bank = make_bank(random_backbone, demo_category, tmp_path / "bank", method=FakeOnline.name)
@@ -374,6 +374,7 @@ def test_episodic_gate_stays_at_or_below_the_learnt_threshold(random_backbone, d
     assert app.wait(60)
     app.stop()
     stream = app.loop.stream
+    assert stream.params.k == 100.0 and stream.params.frames == 2  # the bank's support size reached stream_k
     events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert max(e["threshold"] for e in events) > stream.start  # the verdict threshold did rise
     assert gates and max(gates) == pytest.approx(stream.start)

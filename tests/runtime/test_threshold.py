@@ -95,6 +95,14 @@ def test_stream_rule_calibrates_from_the_first_frames_then_holds(rng):
     assert StreamParams().bank_weight == 0.5 and StreamParams().k == 0.75  # STREAM_BANK_WEIGHT, STREAM_K
 
 
+def test_stream_k_follows_the_support_size():
+    """k per support size (1, 2-3, 4+ images), as stream_rule.py chose it; unknown: STREAM_K."""
+    from edge_foct.runtime.threshold import STREAM_K, STREAM_K_BY_SUPPORT, stream_k
+
+    assert [stream_k(k) for k in (1, 2, 3, 4, 16)] == [0.25, 0.5, 0.5, 0.75, 0.75]
+    assert stream_k(None) == STREAM_K == STREAM_K_BY_SUPPORT[4]
+
+
 def test_stream_rule_recovers_from_a_threshold_that_starts_too_low(rng):
     """Issue 12: every good part scored above the bank's threshold (4000 of 4000 flagged) and the
     former rule, fed only frames judged good, never moved. Calibration reads every frame."""
