@@ -47,8 +47,8 @@ mean makes no pick, and measured with nothing chosen on the reported category it
 
 **Stream** (``StreamThreshold``, used by ``edge-foct serve``): calibrated once from the first N
 frames of the line (every finite score, whatever its verdict; median + k robust sigmas of the
-log scores, robust to a few defects; its geometric mean with the bank's threshold: k by support size ``stream_k``,
-STREAM_BANK_WEIGHT), then held: a stream of good parts cannot lift it and missed defects cannot
+log scores, robust to a few defects, k by support size: ``stream_k``; its geometric mean with the
+bank's threshold: STREAM_BANK_WEIGHT), then held: a stream of good parts cannot lift it and missed defects cannot
 pull it up (the former rule, median + 3 robust sigmas of the frames judged good, fed on its own
 verdicts: it climbed loop after loop on identical good frames, and a threshold that started too low
 never learnt, since no frame was judged good). A drift warning follows.

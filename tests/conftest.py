@@ -21,6 +21,17 @@ def need(path: Path) -> None:
         pytest.skip(f"{path} is absent (shared weights/data live beside the project in ../shared)")
 
 
+def load_benchmark(name: str):
+    """A fresh module object of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package):
+    each call executes it anew, so a test that sets its globals touches no other test's copy."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never read or write the user's real cache, and never try to download weights."""

@@ -5,22 +5,17 @@ picks on the other categories only."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from edge_foct.runtime.methods.foct import FoctParams
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "foct_loco.py"
+from ..conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def loco():
-    spec = importlib.util.spec_from_file_location("foct_loco", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("foct_loco")
 
 
 def test_constant_sets_are_pinned_and_current_names_the_defaults(loco):

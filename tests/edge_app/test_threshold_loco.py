@@ -4,23 +4,20 @@ gap is reported with its standard error over the support draws."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "threshold_loco.py"
+from ..conftest import load_benchmark
+
 CATS = ("a", "b", "c", "d", "e")
 
 
 @pytest.fixture(scope="module")
 def loco():
-    spec = importlib.util.spec_from_file_location("threshold_loco", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("threshold_loco")
 
 
 def test_gap_se_is_the_spread_of_the_splits_over_the_categories(loco):

@@ -11,6 +11,8 @@ from edge_foct.runtime import navigator as nv  # noqa: E402
 from edge_foct.runtime.cuda import ct_step as gpu  # noqa: E402
 from edge_foct.runtime.cuda.ct_kernels import CT_TILES, CtTiles  # noqa: E402
 
+from ...conftest import load_benchmark  # noqa: E402
+
 
 def test_pack_unpack_round_trip_with_zero_padding():
     nav = nv.torch_default_init(10, (70, 33), seed=0)
@@ -43,13 +45,7 @@ def test_executed_flops_are_four_forwards():
 
 
 def test_benchmark_byte_model_uses_the_production_geometry():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("kernels")
     assert (bench.CT_PAIRS_PER_TILE, bench.CT_UNITS_PER_CHUNK, bench.CT_HIDDEN2_WIDTH) == \
         (CT_TILES.pairs, CT_TILES.hb, CT_TILES.h2p)
     m, q, d, h1, h2 = 400, 1764, 1024, 512, 256
